@@ -1,0 +1,28 @@
+"""The connection layer: WebSockets over anyio streams and wsproto, TLS, heartbeat, backoff.
+
+The only ring with I/O. Shared by the client facades and the sandbox server.
+"""
+
+from ._backoff import Backoff
+from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
+from ._tls import client_ssl_context
+from ._websocket import (
+    CLOSE_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    ServerHandshake,
+    WebSocketConnection,
+    connect_websocket,
+)
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "MAX_MESSAGE_BYTES",
+    "Backoff",
+    "ConnectFailed",
+    "ConnectionClosed",
+    "HandshakeRejected",
+    "ServerHandshake",
+    "WebSocketConnection",
+    "client_ssl_context",
+    "connect_websocket",
+]

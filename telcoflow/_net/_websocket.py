@@ -1,0 +1,412 @@
+"""A WebSocket over any anyio byte stream, framed by wsproto; client and server roles.
+
+One task reads (:meth:`WebSocketConnection.receive`); any number of tasks send. Pings are answered
+by the reader as soon as they are parsed. Sends are serialised by one lock and coalesced: a task
+appends its frame to the outgoing buffer, and whoever holds the lock writes everything buffered in
+one ``send``, so several small frames ready at once cost one socket write.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import deque
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError as WsLocalProtocolError
+from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
+
+from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "MAX_MESSAGE_BYTES",
+    "ServerHandshake",
+    "WebSocketConnection",
+    "connect_websocket",
+]
+
+logger = logging.getLogger("telcoflow.websocket")
+
+#: Largest message accepted from a peer. Protocol messages are tiny (PROTOCOL.md frames are at
+#: most a few KiB); a peer sending more is broken or hostile, and buffering it costs memory.
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+#: How long a clean close waits for the peer's close frame before dropping the socket.
+CLOSE_TIMEOUT = 2.0
+
+#: Bytes asked of the stream per read: a few dozen audio frames.
+RECEIVE_BYTES = 65536
+
+#: The handshake's response must fit in this (a reject body included).
+MAX_HANDSHAKE_BYTES = 64 * 1024
+
+_STREAM_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
+
+
+class WebSocketConnection:
+    """An open WebSocket. ``receive`` from one task; ``send`` from any."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, ws: WSConnection, *, name: str) -> None:
+        self._stream = stream
+        self._ws = ws
+        self.name = name
+        self._outgoing = bytearray()
+        self._send_lock = anyio.Lock()
+        self._events: Iterable[Event] = iter(())
+        self._fragments: list[str | bytes] = []
+        self._fragment_bytes = 0
+        self._pongs: deque[anyio.Event] = deque()
+        self._closed: ConnectionClosed | None = None
+        self._close_received = anyio.Event()
+        self._reading = False
+        self._stream_closed = False
+        #: Socket writes made and frames sent, to see coalescing at work.
+        self.writes = 0
+        self.frames_sent = 0
+
+    @property
+    def closed(self) -> ConnectionClosed | None:
+        """Why the connection closed, or ``None`` while it is open."""
+        return self._closed
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    def _queue(self, event: Event) -> None:
+        try:
+            self._outgoing += self._ws.send(event)
+        except WsLocalProtocolError as exc:
+            raise self._closed or ConnectionClosed(1006, f"cannot send: {exc}") from None
+
+    async def send(self, message: str | bytes) -> None:
+        """Send one text (``str``) or binary (``bytes``) message."""
+        if self._closed is not None:
+            raise self._closed
+        self._queue(TextMessage(message) if isinstance(message, str) else BytesMessage(message))
+        self.frames_sent += 1
+        await self._flush()
+
+    async def send_many(self, messages: Sequence[str | bytes]) -> None:
+        """Send several messages in one socket write."""
+        if self._closed is not None:
+            raise self._closed
+        for message in messages:
+            self._queue(TextMessage(message) if isinstance(message, str) else BytesMessage(message))
+        self.frames_sent += len(messages)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            if not self._outgoing:
+                return  # someone else wrote our frames along with theirs
+            data = bytes(self._outgoing)
+            self._outgoing.clear()
+            try:
+                await self._stream.send(data)
+            except _STREAM_ERRORS as exc:
+                self._set_closed(ConnectionClosed(1006, f"write failed: {type(exc).__name__}"))
+                raise self._closed from exc  # type: ignore[misc]
+            except anyio.get_cancelled_exc_class():
+                # Part of ``data`` may be on the wire: frame boundaries are lost for good.
+                self._set_closed(ConnectionClosed(1006, "cancelled mid-write"))
+                raise
+            self.writes += 1
+
+    async def ping(self, payload: bytes) -> anyio.Event:
+        """Send a ping; the returned event is set when its pong (or any later one) arrives."""
+        done = anyio.Event()
+        self._pongs.append(done)
+        self._queue(Ping(payload))
+        await self._flush()
+        return done
+
+    async def heartbeat(self, interval: float, timeout: float) -> None:
+        """Ping every ``interval`` seconds; no pong within ``timeout`` aborts the connection.
+
+        Returns when the connection is closed; raises :class:`ConnectionClosed` (code 1011) when
+        the peer is dead.
+        """
+        n = 0
+        while self._closed is None:
+            await anyio.sleep(interval)
+            n += 1
+            try:
+                pong = await self.ping(n.to_bytes(4, "big"))
+            except ConnectionClosed:
+                return
+            with anyio.move_on_after(timeout):
+                await pong.wait()
+            if not pong.is_set() and self._closed is None:
+                logger.warning("%s: no pong within %.1f s; peer is dead", self.name, timeout)
+                self._set_closed(ConnectionClosed(1011, "peer did not answer ping"))
+                await self._abort()
+                raise self._closed  # type: ignore[misc]
+
+    # --- receiving -------------------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        """The next whole message. Raises :class:`ConnectionClosed` once the connection closes."""
+        self._reading = True
+        try:
+            while True:
+                for event in self._events:
+                    message = await self._handle(event)
+                    if message is not None:
+                        return message
+                if self._closed is not None:
+                    raise self._closed
+                try:
+                    data = await self._stream.receive(RECEIVE_BYTES)
+                except _STREAM_ERRORS as exc:
+                    self._set_closed(ConnectionClosed(1006, f"read failed: {type(exc).__name__}"))
+                    raise self._closed from exc  # type: ignore[misc]
+                self._ws.receive_data(data)
+                self._events = self._ws.events()
+        except WsRemoteProtocolError as exc:
+            self._set_closed(ConnectionClosed(1002, f"bad WebSocket framing: {exc}"))
+            await self._abort()
+            raise self._closed from exc  # type: ignore[misc]
+        finally:
+            self._reading = False
+
+    async def _handle(self, event: Event) -> str | bytes | None:
+        if isinstance(event, (TextMessage, BytesMessage)):
+            data = event.data
+            if event.message_finished and not self._fragments:
+                return data  # the common case: one frame, one message
+            self._fragments.append(data)
+            self._fragment_bytes += len(data)
+            if self._fragment_bytes > MAX_MESSAGE_BYTES:
+                self._fragments.clear()
+                await self.aclose(1009, "message too big")
+                raise self._closed  # type: ignore[misc]
+            if not event.message_finished:
+                return None
+            parts, self._fragments, self._fragment_bytes = self._fragments, [], 0
+            if isinstance(event, TextMessage):
+                return "".join(parts)  # type: ignore[arg-type]
+            return b"".join(parts)  # type: ignore[arg-type]
+        if isinstance(event, Ping):
+            self._queue(event.response())
+            try:
+                await self._flush()
+            except ConnectionClosed:
+                pass
+            return None
+        if isinstance(event, Pong):
+            while self._pongs:
+                self._pongs.popleft().set()
+            return None
+        if isinstance(event, CloseConnection):
+            self._close_received.set()
+            if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                self._queue(event.response())
+                try:
+                    await self._flush()
+                except ConnectionClosed:
+                    pass
+            self._set_closed(ConnectionClosed(event.code, event.reason or ""))
+            await self._close_stream()
+            raise self._closed  # type: ignore[misc]
+        return None  # pragma: no cover - no other events once open
+
+    # --- closing ---------------------------------------------------------------------------------
+
+    def _set_closed(self, closed: ConnectionClosed) -> None:
+        if self._closed is None:
+            self._closed = closed
+        while self._pongs:
+            self._pongs.popleft().set()
+
+    async def _close_stream(self) -> None:
+        if not self._stream_closed:
+            self._stream_closed = True
+            with anyio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+    async def _abort(self) -> None:
+        self._stream_closed = True
+        await anyio.aclose_forcefully(self._stream)
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        """Close cleanly: send a close frame and wait (bounded) for the peer's. Idempotent."""
+        with anyio.CancelScope(shield=True):
+            if self._closed is None and self._ws.state is ConnectionState.OPEN:
+                self._set_closed(ConnectionClosed(code, reason))
+                try:
+                    self._queue(CloseConnection(code, reason))
+                    await self._flush()
+                except ConnectionClosed:
+                    pass
+                else:
+                    with anyio.move_on_after(CLOSE_TIMEOUT):
+                        if self._reading:
+                            await self._close_received.wait()
+                        else:
+                            await self._drain_until_close()
+            self._set_closed(ConnectionClosed(code, reason))
+            await self._close_stream()
+
+    async def _drain_until_close(self) -> None:
+        while not self._close_received.is_set():
+            try:
+                data = await self._stream.receive(RECEIVE_BYTES)
+            except _STREAM_ERRORS:
+                return
+            self._ws.receive_data(data)
+            for event in self._ws.events():
+                if isinstance(event, CloseConnection):
+                    self._close_received.set()
+
+    async def abort(self) -> None:
+        """Drop the connection without a close handshake (dead peer, local teardown)."""
+        self._set_closed(ConnectionClosed(1006, "aborted locally"))
+        await self._abort()
+
+
+# --- client role ---------------------------------------------------------------------------------
+
+
+def _split_url(url: str) -> tuple[bool, str, int, str, str]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise ConnectFailed(f"URL scheme must be ws:// or wss://, not {parts.scheme!r}")
+    if not parts.hostname:
+        raise ConnectFailed(f"URL {url!r} has no host")
+    tls = parts.scheme == "wss"
+    port = parts.port or (443 if tls else 80)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    return tls, parts.hostname, port, host_header, target
+
+
+async def connect_websocket(
+    url: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    name: str = "websocket",
+) -> WebSocketConnection:
+    """Open a TCP (and TLS, for ``wss://``) connection and complete the WebSocket handshake.
+
+    Raises :class:`HandshakeRejected` when the server answers with an HTTP error and
+    :class:`ConnectFailed` for everything else that stops the connection.
+    """
+    tls, host, port, host_header, target = _split_url(url)
+    context: ssl.SSLContext | None = None
+    if tls:
+        context = ssl_context or ssl.create_default_context()
+    try:
+        stream: anyio.abc.ByteStream = await anyio.connect_tcp(
+            host, port, tls=tls, ssl_context=context, tls_standard_compatible=False
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
+    try:
+        ws = WSConnection(ConnectionType.CLIENT)
+        request = Request(
+            host=host_header,
+            target=target,
+            extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+        )
+        await stream.send(ws.send(request))
+        await _await_accept(stream, ws)
+    except BaseException as exc:
+        await anyio.aclose_forcefully(stream)
+        if isinstance(exc, (ConnectFailed, anyio.get_cancelled_exc_class())) or not isinstance(
+            exc, Exception
+        ):
+            raise
+        if isinstance(exc, (*_STREAM_ERRORS, WsRemoteProtocolError)):
+            raise ConnectFailed(f"WebSocket handshake with {host}:{port} failed: {exc!r}") from exc
+        raise
+    return WebSocketConnection(stream, ws, name=name)
+
+
+async def _await_accept(stream: anyio.abc.ByteStream, ws: WSConnection) -> None:
+    received = 0
+    status: int | None = None
+    body = bytearray()
+    while True:
+        data = await stream.receive(RECEIVE_BYTES)
+        received += len(data)
+        if received > MAX_HANDSHAKE_BYTES:
+            raise ConnectFailed("handshake response is too large")
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                return
+            if isinstance(event, RejectConnection):
+                status = event.status_code
+                if not event.has_body:
+                    raise HandshakeRejected(status, "")
+            elif isinstance(event, RejectData):
+                body += event.data
+                if event.body_finished:
+                    raise HandshakeRejected(status or 400, body.decode("utf-8", "replace")[:200])
+
+
+# --- server role ---------------------------------------------------------------------------------
+
+
+class ServerHandshake:
+    """An upgrade request a server has read, waiting for :meth:`accept` or :meth:`reject`."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, ws: WSConnection, request: Request) -> None:
+        self._stream = stream
+        self._ws = ws
+        self.request = request
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.extra_headers}
+
+    @classmethod
+    async def start(cls, stream: anyio.abc.ByteStream, initial: bytes) -> ServerHandshake:
+        """Parse the upgrade request from ``initial`` (all bytes read so far) and the stream."""
+        ws = WSConnection(ConnectionType.SERVER)
+        ws.receive_data(initial)
+        received = len(initial)
+        while True:
+            for event in ws.events():
+                if isinstance(event, Request):
+                    return cls(stream, ws, event)
+            data = await stream.receive(RECEIVE_BYTES)
+            received += len(data)
+            if received > MAX_HANDSHAKE_BYTES:
+                raise ConnectFailed("upgrade request is too large")
+            ws.receive_data(data)
+
+    async def accept(self, name: str) -> WebSocketConnection:
+        """Complete the upgrade and return the open connection."""
+        await self._stream.send(self._ws.send(AcceptConnection()))
+        return WebSocketConnection(self._stream, self._ws, name=name)
+
+    async def reject(self, status_code: int, body: str) -> None:
+        """Refuse the upgrade with an HTTP status and a short plain-text body, then close."""
+        data = body.encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        out = self._ws.send(RejectConnection(status_code=status_code, headers=headers, has_body=True))
+        out += self._ws.send(RejectData(data=data, body_finished=True))
+        try:
+            await self._stream.send(out)
+        except _STREAM_ERRORS:
+            pass
+        await anyio.aclose_forcefully(self._stream)
+
