@@ -1,0 +1,56 @@
+"""Telcoflow: take phone calls with an AI voice agent, on asyncio or trio (via anyio).
+
+The public surface is the documented ``telcoflow_sdk`` API: :class:`TelcoflowClientConfig`,
+:class:`TelcoflowClient`, :class:`ActiveCall`, :mod:`telcoflow.events` and
+:mod:`telcoflow.exceptions`. ``telcoflow.sandbox`` is a local Telcoflow server to develop against.
+"""
+
+import logging as _logging
+
+from . import events, exceptions
+from ._version import __version__
+from .call import ActiveCall, CallStats
+from .client import TelcoflowClient
+from .config import ReconnectPolicy, TelcoflowClientConfig
+from .events import AgentMode, AudioMode, CallEvent, CallState, ClientEvent, TerminationReason
+from .exceptions import (
+    BufferClosedError,
+    BufferFullError,
+    WSSAuthenticationError,
+    WSSCallClosedError,
+    WSSCallCommandError,
+    WSSCallCommandTimeoutError,
+    WSSCallError,
+    WSSConnectionError,
+    WSSError,
+    WSSMediaError,
+)
+
+_logging.getLogger("telcoflow").addHandler(_logging.NullHandler())
+
+__all__ = [
+    "ActiveCall",
+    "AgentMode",
+    "AudioMode",
+    "BufferClosedError",
+    "BufferFullError",
+    "CallEvent",
+    "CallState",
+    "CallStats",
+    "ClientEvent",
+    "ReconnectPolicy",
+    "TelcoflowClient",
+    "TelcoflowClientConfig",
+    "TerminationReason",
+    "WSSAuthenticationError",
+    "WSSCallClosedError",
+    "WSSCallCommandError",
+    "WSSCallCommandTimeoutError",
+    "WSSCallError",
+    "WSSConnectionError",
+    "WSSError",
+    "WSSMediaError",
+    "__version__",
+    "events",
+    "exceptions",
+]

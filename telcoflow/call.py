@@ -1,0 +1,569 @@
+"""``ActiveCall``: one call's commands, audio and events, over its own media connection.
+
+Each call is supervised by its own task group inside the client's: a reader (routes audio into a
+bounded memory channel, command responses to their waiters, events to the dispatcher), a
+credit-driven sender, a heartbeat, an event dispatcher that runs handlers one at a time in order,
+and the application's incoming-call handler. When the call ends the I/O tasks stop, the events
+already fired are still delivered, and the handler may finish its own work.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Literal
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from . import events
+from ._core import (
+    CHANNEL_CALLEE,
+    CHANNEL_CALLER,
+    CHANNEL_MIXED,
+    AgentMode,
+    AudioFrame,
+    AudioMode,
+    BufferRequest,
+    CallErrorEvent,
+    CallIncoming,
+    CallState,
+    CallTerminatedEvent,
+    Command,
+    CommandCompleted,
+    MediaProtocol,
+    MessageIgnored,
+    ProtocolError,
+    Role,
+)
+from ._handlers import HandlerRegistry
+from ._net import ConnectionClosed, WebSocketConnection
+from .config import TelcoflowClientConfig
+from .exceptions import (
+    BufferClosedError,
+    BufferFullError,
+    WSSCallClosedError,
+    WSSCallCommandError,
+    WSSCallCommandTimeoutError,
+    WSSCallError,
+)
+
+__all__ = ["ActiveCall", "CallStats"]
+
+logger = logging.getLogger("telcoflow.media_connection")
+
+_MODE_OF: dict[Command, AgentMode] = {
+    Command.WHISPER: AgentMode.WHISPER,
+    Command.BARGE: AgentMode.BARGE,
+    Command.SPY: AgentMode.SPY,
+}
+_FAILED_EVENT = {Command.ANSWER: events.CALL_ANSWER_FAILED, Command.CONNECT: events.CALL_CONNECT_FAILED}
+_DONE_EVENT = {Command.ANSWER: events.CALL_ANSWERED, Command.CONNECT: events.CALL_CONNECTED}
+
+#: The longest ring time ``connect`` accepts (PROTOCOL.md).
+MAX_RING_TIME_SECONDS = 120
+
+
+class CallStats:
+    """Counters of one call: audio each way, drops, protocol errors."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "dropped_inbound_chunks",
+        "frames_received",
+        "protocol_errors",
+    )
+
+    def __init__(self) -> None:
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.frames_received = 0
+        self.dropped_inbound_chunks = 0
+        self.protocol_errors = 0
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)}" for name in self.__slots__)
+        return f"CallStats({fields})"
+
+
+class _Waiter:
+    __slots__ = ("done", "outcome")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.outcome: CommandCompleted | WSSCallError | None = None
+
+
+class _AudioQueue:
+    """A bounded channel of audio chunks that drops the oldest chunk when full."""
+
+    def __init__(self, size: int) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[bytes](size)
+
+    def put(self, chunk: bytes) -> bool:
+        """Queue ``chunk``; False if the oldest chunk had to be dropped for it."""
+        try:
+            self.send.send_nowait(chunk)
+            return True
+        except anyio.WouldBlock:
+            self.receive.receive_nowait()
+            self.send.send_nowait(chunk)
+            return False
+
+
+class _AudioStream:
+    """``async for chunk in call.audio_stream()``: ends when the call ends for the agent."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
+        self._receive = receive
+
+    def __aiter__(self) -> _AudioStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+
+class ActiveCall:
+    """A call offered to this agent. Created by the client; the application gets it from the
+    ``INCOMING_CALL`` handler or :meth:`TelcoflowClient.get_call`."""
+
+    def __init__(
+        self,
+        offer: CallIncoming,
+        config: TelcoflowClientConfig,
+        connection: WebSocketConnection,
+        *,
+        on_ended: Callable[[ActiveCall], None] | None = None,
+    ) -> None:
+        self._offer = offer
+        self._config = config
+        self._conn = connection
+        self._on_ended = on_ended
+        self._proto = MediaProtocol(Role.CLIENT, sample_rate=config.sample_rate)
+        self._handlers = HandlerRegistry((e.value for e in events.CallEvent), "call")
+        self._waiters: dict[str, _Waiter] = {}
+        self._agent_mode: AgentMode | None = None
+        self._termination_reason: str | None = None
+        self._out = bytearray()
+        self._out_capacity = config.send_buffer_bytes
+        self._wake_sender = anyio.Event()
+        self._events_send, self._events_receive = anyio.create_memory_object_stream[
+            tuple[str, Any]
+        ](math.inf)
+        size = config.audio_queue_chunks
+        self._queues: dict[int, _AudioQueue] = (
+            {CHANNEL_CALLER: _AudioQueue(size), CHANNEL_CALLEE: _AudioQueue(size)}
+            if config.audio_mode is AudioMode.ISOLATED
+            else {CHANNEL_MIXED: _AudioQueue(size)}
+        )
+        self._io_scope: anyio.CancelScope | None = None
+        self._terminated = anyio.Event()
+        self.stats = CallStats()
+
+    def __repr__(self) -> str:
+        return (
+            f"<ActiveCall {self.call_id} {self.state.value} from={self.caller_number} "
+            f"to={self.callee_number}>"
+        )
+
+    # --- properties ------------------------------------------------------------------------------
+
+    @property
+    def call_id(self) -> str:
+        """The call's id: the same id the sandbox's HTTP API uses."""
+        return self._offer.call_id
+
+    @property
+    def caller_number(self) -> str:
+        """Who is calling (the offer's ``from``)."""
+        return self._offer.from_number
+
+    @property
+    def callee_number(self) -> str:
+        """The number called (the offer's ``to``): whom ``connect()`` rings."""
+        return self._offer.to_number
+
+    @property
+    def direction(self) -> str:
+        """``"MT"`` for an inbound call to the connector's number."""
+        return self._offer.direction
+
+    @property
+    def created_at(self) -> float:
+        """When the call was placed (unix seconds, the server's clock)."""
+        return self._offer.created_at
+
+    @property
+    def state(self) -> CallState:
+        """The call's state as the server's answers imply it."""
+        return self._proto.call_state
+
+    @property
+    def agent_mode(self) -> AgentMode | None:
+        """Who hears the agent once connected (barge, whisper, spy); ``None`` before."""
+        return self._agent_mode
+
+    @property
+    def sample_rate(self) -> int:
+        """Sample rate of every audio chunk in and out (Hz)."""
+        return self._config.sample_rate
+
+    @property
+    def audio_mode(self) -> AudioMode:
+        """``mixed`` (one inbound stream) or ``isolated`` (caller and callee legs apart)."""
+        return self._config.audio_mode
+
+    @property
+    def termination_reason(self) -> str | None:
+        """Why the call ended for the agent (the ``CALL_TERMINATED`` payload), or ``None``."""
+        return self._termination_reason
+
+    @property
+    def is_active(self) -> bool:
+        """True until the call has ended for the agent."""
+        return self._termination_reason is None
+
+    # --- events ----------------------------------------------------------------------------------
+
+    def on(self, event: str, handler: Callable[..., Any] | None = None) -> Any:
+        """Register a handler for a call event; usable as ``@call.on(events.CALL_TERMINATED)``.
+
+        Handlers run one at a time, in the order events happened, each exactly once.
+        """
+        return self._handlers.on(event, handler)
+
+    def _emit(self, name: str, payload: Any) -> None:
+        try:
+            self._events_send.send_nowait((name, payload))
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            logger.debug("call %s: %s after the dispatcher stopped", self.call_id, name)
+
+    async def wait_terminated(self) -> str:
+        """Wait until the call has ended for the agent; returns the reason."""
+        await self._terminated.wait()
+        assert self._termination_reason is not None
+        return self._termination_reason
+
+    # --- commands --------------------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        """Answer the call: the caller and the agent hear each other."""
+        await self._command(Command.ANSWER)
+
+    async def connect(self, ring_time_seconds: int = 60) -> None:
+        """Ring the callee; on answer the call is CONNECTED (3-way, agent in barge mode).
+
+        Raises :class:`WSSCallCommandError` with ``CALL_UNANSWERED`` or ``CALL_REJECTED`` when the
+        callee does not pick up; the call then stays as it was.
+        """
+        if (
+            isinstance(ring_time_seconds, bool)
+            or not isinstance(ring_time_seconds, int)
+            or not 1 <= ring_time_seconds <= MAX_RING_TIME_SECONDS
+        ):
+            raise ValueError(
+                f"ring_time_seconds must be an integer in 1..{MAX_RING_TIME_SECONDS}, "
+                f"not {ring_time_seconds!r}"
+            )
+        # The server answers within the ring time; our timeout must outlast it.
+        timeout = ring_time_seconds + self._config.command_timeout
+        await self._command(Command.CONNECT, {"ringTimeSeconds": ring_time_seconds}, timeout)
+
+    async def whisper(self) -> None:
+        """Only the callee hears the agent (coaching)."""
+        await self._command(Command.WHISPER)
+
+    async def barge(self) -> None:
+        """Caller and callee both hear the agent."""
+        await self._command(Command.BARGE)
+
+    async def spy(self) -> None:
+        """Nobody hears the agent; the agent still hears both."""
+        await self._command(Command.SPY)
+
+    async def disconnect(self) -> None:
+        """End the call for everyone."""
+        await self._command(Command.DISCONNECT)
+
+    async def close(self) -> None:
+        """The agent leaves. A CONNECTED caller and callee stay connected; an ANSWERED call ends."""
+        await self._command(Command.CLOSE)
+
+    async def force_disconnect(self) -> None:
+        """Tear the media connection down locally without asking the server. Never raises."""
+        try:
+            self._terminate(events.TerminationReason.AGENT_FORCE_DISCONNECT.value)
+            await self._conn.aclose(1000, "force disconnect")
+        except Exception:  # pragma: no cover - aclose is shielded and swallows stream errors
+            logger.debug("call %s: error while force-disconnecting", self.call_id, exc_info=True)
+
+    async def _command(
+        self, command: Command, data: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        if self._termination_reason is not None:
+            raise WSSCallClosedError(
+                f"cannot {command.value}: call {self.call_id} has ended "
+                f"({self._termination_reason})",
+                self.call_id,
+            )
+        timeout = self._config.command_timeout if timeout is None else timeout
+        command_id, wire = self._proto.command(command, max(1, int(timeout * 1000)), data)
+        waiter = self._waiters[command_id] = _Waiter()
+        logger.debug("call %s: -> %s (%s)", self.call_id, command.value, command_id)
+        try:
+            try:
+                await self._conn.send(wire)
+            except ConnectionClosed:
+                raise self._closed_error(command) from None
+            with anyio.move_on_after(timeout):
+                await waiter.done.wait()
+        finally:
+            del self._waiters[command_id]
+        outcome = waiter.outcome
+        if outcome is None:
+            self._proto.forget_command(command_id)
+            error: WSSCallError = WSSCallCommandTimeoutError(
+                f"{command.value} on call {self.call_id}: no response within {timeout:g} s",
+                self.call_id,
+                command=command.value,
+                timeout=timeout,
+            )
+            if command in _FAILED_EVENT:
+                self._emit(_FAILED_EVENT[command], error)
+            raise error
+        if isinstance(outcome, WSSCallError):
+            raise outcome
+        return outcome.response.result
+
+    def _closed_error(self, command: Command) -> WSSCallClosedError:
+        reason = self._termination_reason or "media connection closed"
+        return WSSCallClosedError(
+            f"{command.value} on call {self.call_id}: the call ended ({reason})", self.call_id
+        )
+
+    def _complete(self, completed: CommandCompleted) -> None:
+        command, response = completed.command, completed.response
+        waiter = self._waiters.get(response.command_id)
+        outcome: CommandCompleted | WSSCallError = completed
+        if response.success:
+            if command in _MODE_OF:
+                self._agent_mode = _MODE_OF[command]
+            elif command is Command.CONNECT:
+                self._agent_mode = AgentMode.BARGE
+            if command in _DONE_EVENT:
+                self._emit(_DONE_EVENT[command], None)
+        else:
+            outcome = self._command_error(command, response.error_code, response.error_message)
+            if command in _FAILED_EVENT:
+                self._emit(_FAILED_EVENT[command], outcome)
+        logger.debug(
+            "call %s: <- %s %s %s",
+            self.call_id,
+            command.value,
+            "ok" if response.success else "failed",
+            response.error_code or "",
+        )
+        if waiter is not None:
+            waiter.outcome = outcome
+            waiter.done.set()
+
+    def _command_error(self, command: Command, code: str | None, message: str | None) -> WSSCallError:
+        text = f"{command.value} on call {self.call_id} failed: {code}" + (
+            f" ({message})" if message else ""
+        )
+        if code == "CALL_TERMINATED":
+            return WSSCallClosedError(text, self.call_id)
+        if code == "TIMEOUT":
+            return WSSCallCommandTimeoutError(text, self.call_id, command=command.value)
+        return WSSCallCommandError(
+            text, self.call_id, command=command.value, error_code=code, error_message=message
+        )
+
+    # --- audio -----------------------------------------------------------------------------------
+
+    async def send_audio(self, pcm: bytes) -> None:
+        """Queue PCM16 mono audio at the call's sample rate; it is sent as the server grants credit.
+
+        Raises :class:`BufferFullError` past ``send_buffer_bytes`` (nothing is queued),
+        :class:`BufferClosedError` once the call has ended and ``ValueError`` for an odd length.
+        """
+        if self._termination_reason is not None:
+            raise BufferClosedError(f"call {self.call_id} has ended; audio not queued")
+        if not isinstance(pcm, (bytes, bytearray, memoryview)):
+            raise TypeError(f"audio must be bytes of PCM16, not {type(pcm).__name__}")
+        n = len(pcm)
+        if n & 1:
+            raise ValueError(f"audio of {n} bytes is not whole 16-bit samples (odd length)")
+        queued = len(self._out)
+        if queued + n > self._out_capacity:
+            raise BufferFullError(
+                f"call {self.call_id}: {n} bytes do not fit in the send buffer "
+                f"({queued} of {self._out_capacity} bytes queued)"
+            )
+        self._out += pcm
+        self._wake_sender.set()
+
+    def get_send_audio_buffer_size(self) -> int:
+        """Bytes queued locally and not yet sent."""
+        return len(self._out)
+
+    async def clear_send_audio_buffer(self) -> None:
+        """Drop the audio queued locally and interrupt the server's playout (barge-in).
+
+        Both happen before any audio queued after this call can be sent, so stale audio never
+        plays after the interruption.
+        """
+        self._out.clear()
+        await self._command(Command.INTERRUPT)
+
+    def audio_stream(
+        self, leg: Literal["mixed", "caller", "callee"] | None = None
+    ) -> AsyncIterator[bytes]:
+        """What the agent hears, as chunks of PCM16; ends when the call ends for the agent.
+
+        In ``isolated`` audio mode, ``leg`` picks the caller's (default) or the callee's leg.
+        """
+        if leg is None:
+            leg = "caller" if self.audio_mode is AudioMode.ISOLATED else "mixed"
+        channel = {"mixed": CHANNEL_MIXED, "caller": CHANNEL_CALLER, "callee": CHANNEL_CALLEE}[leg]
+        queue = self._queues.get(channel)
+        if queue is None:
+            raise ValueError(f"no {leg!r} audio in {self.audio_mode.value} audio mode")
+        return _AudioStream(queue.receive)
+
+    # --- supervision -----------------------------------------------------------------------------
+
+    def _terminate(self, reason: str) -> None:
+        """The call is over for the agent: fire CALL_TERMINATED once and release everyone."""
+        if self._termination_reason is not None:
+            return
+        self._termination_reason = reason
+        self._proto.call_state = CallState.DISCONNECTED
+        self._out.clear()
+        self._wake_sender.set()
+        for queue in self._queues.values():
+            queue.send.close()
+        for waiter in self._waiters.values():
+            if waiter.outcome is None:
+                waiter.outcome = WSSCallClosedError(
+                    f"call {self.call_id} ended ({reason}) before the command was answered",
+                    self.call_id,
+                )
+                waiter.done.set()
+        logger.info("call %s: terminated (%s)", self.call_id, reason)
+        self._emit(events.CALL_TERMINATED, reason)
+        self._events_send.close()
+        self._terminated.set()
+        if self._io_scope is not None:
+            self._io_scope.cancel()
+        if self._on_ended is not None:
+            self._on_ended(self)
+
+    async def _serve(self, handler: Callable[[ActiveCall], Any] | None) -> None:
+        """Run the call: I/O tasks until it ends, then deliver pending events; the application's
+        handler runs beside them and may outlive the media connection."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._dispatch_events)
+                if handler is not None:
+                    tg.start_soon(self._run_handler, handler)
+                with anyio.CancelScope() as self._io_scope:
+                    if self._termination_reason is not None:
+                        self._io_scope.cancel()
+                    async with anyio.create_task_group() as io:
+                        io.start_soon(self._send_loop)
+                        io.start_soon(self._heartbeat)
+                        await self._read_loop()
+                        io.cancel_scope.cancel()
+        finally:
+            self._terminate(events.TerminationReason.MEDIA_LOST.value)
+            await self._conn.aclose()
+
+    async def _run_handler(self, handler: Callable[[ActiveCall], Any]) -> None:
+        try:
+            result = handler(self)
+            if hasattr(result, "__await__"):
+                await result
+        except Exception:
+            logger.exception("call %s: INCOMING_CALL handler raised", self.call_id)
+
+    async def _dispatch_events(self) -> None:
+        async with self._events_receive:
+            async for name, payload in self._events_receive:
+                await self._handlers.fire(name, payload, logger, f"call {self.call_id}")
+
+    async def _heartbeat(self) -> None:
+        try:
+            await self._conn.heartbeat(self._config.ping_interval, self._config.ping_timeout)
+        except ConnectionClosed:
+            self._terminate(events.TerminationReason.MEDIA_LOST.value)
+
+    async def _send_loop(self) -> None:
+        proto, out, conn, stats = self._proto, self._out, self._conn, self.stats
+        while self._termination_reason is None:
+            self._wake_sender = anyio.Event()
+            frames = proto.take_audio(out)
+            if not frames:
+                await self._wake_sender.wait()
+                continue
+            try:
+                await conn.send_many(frames)
+            except ConnectionClosed:
+                return
+            stats.bytes_sent += sum(len(f) for f in frames) - len(frames)
+
+    async def _read_loop(self) -> None:
+        conn, proto, stats, queues = self._conn, self._proto, self.stats, self._queues
+        while True:
+            try:
+                raw = await conn.receive()
+            except ConnectionClosed as closed:
+                if self._termination_reason is None:
+                    logger.warning(
+                        "call %s: media connection lost (code %s)", self.call_id, closed.code
+                    )
+                self._terminate(events.TerminationReason.MEDIA_LOST.value)
+                return
+            try:
+                event = proto.receive(raw)
+            except ProtocolError as exc:
+                stats.protocol_errors += 1
+                logger.warning("call %s: ignoring bad frame: %s", self.call_id, exc)
+                continue
+            if isinstance(event, AudioFrame):
+                queue = queues.get(event.channel)
+                if queue is None:
+                    stats.protocol_errors += 1
+                    continue
+                stats.frames_received += 1
+                stats.bytes_received += len(event.pcm)
+                if not queue.put(event.pcm):
+                    stats.dropped_inbound_chunks += 1
+                    if stats.dropped_inbound_chunks % 500 == 1:
+                        logger.warning(
+                            "call %s: inbound audio not consumed; dropped %d oldest chunks so far",
+                            self.call_id,
+                            stats.dropped_inbound_chunks,
+                        )
+            elif isinstance(event, BufferRequest):
+                self._wake_sender.set()
+            elif isinstance(event, CommandCompleted):
+                self._complete(event)
+            elif isinstance(event, CallTerminatedEvent):
+                self._terminate(event.reason)
+                return
+            elif isinstance(event, CallErrorEvent):
+                logger.warning(
+                    "call %s: server reported %s: %s", self.call_id, event.error_code, event.message
+                )
+            elif isinstance(event, MessageIgnored):
+                logger.debug("call %s: %s", self.call_id, event.reason)
+            else:
+                logger.debug("call %s: ignoring %r", self.call_id, event)

@@ -1,0 +1,168 @@
+"""Client configuration: credentials, audio format and the knobs of the connection layer."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import attrs
+
+from ._core import SAMPLE_RATES, AudioMode
+
+__all__ = ["DEFAULT_BASE_URL", "ReconnectPolicy", "TelcoflowClientConfig"]
+
+#: The hosted service. ``TELCOFLOW_BASE_URL`` overrides it when no ``base_url`` is given.
+DEFAULT_BASE_URL = "wss://api.telcoflow.ai"
+BASE_URL_ENV = "TELCOFLOW_BASE_URL"
+
+#: One second of audio at 24 kHz: enough to queue a sentence ahead of playout, small enough that an
+#: interruption never has much stale audio to drop.
+DEFAULT_SEND_BUFFER_BYTES = 10 * 48_000
+
+
+def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{attr.name} must be a positive number, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ReconnectPolicy:
+    """How the control connection comes back after a loss (jittered exponential backoff).
+
+    ``max_attempts=None`` retries forever; 401/403 are never retried.
+    """
+
+    initial_delay: float = attrs.field(default=0.5, validator=_positive)
+    factor: float = attrs.field(default=1.5, validator=_positive)
+    max_delay: float = attrs.field(default=10.0, validator=_positive)
+    jitter: float = attrs.field(default=0.2)
+    max_attempts: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.factor < 1:
+            raise ValueError(f"reconnect factor must be >= 1, not {self.factor}")
+        if self.max_delay < self.initial_delay:
+            raise ValueError("reconnect max_delay must be >= initial_delay")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"reconnect jitter must be within 0..1, not {self.jitter}")
+        if self.max_attempts is not None and (
+            isinstance(self.max_attempts, bool) or self.max_attempts < 0
+        ):
+            raise ValueError(f"reconnect max_attempts must be >= 0 or None, not {self.max_attempts}")
+
+
+def _readable(name: str, path: str | None) -> None:
+    if path is None:
+        return
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{name} {path!r} cannot be read: {exc.strerror}") from None
+
+
+def _env_base_url() -> str:
+    return os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+
+
+def _convert_reconnect(value: ReconnectPolicy | dict[str, Any] | None) -> ReconnectPolicy:
+    if value is None:
+        return ReconnectPolicy()
+    if isinstance(value, dict):
+        return ReconnectPolicy(**value)
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class TelcoflowClientConfig:
+    """Everything a :class:`~telcoflow.TelcoflowClient` needs. Build it with :meth:`sandbox` (API
+    key) or :meth:`production` (mutual TLS). Invalid values raise ``ValueError`` naming the field.
+    The repr never shows the API key.
+    """
+
+    auth: Literal["api_key", "mtls"]
+    api_key: str | None = attrs.field(default=None, repr=False)
+    connector_uuid: str | None = None
+    cert_path: str | None = None
+    key_path: str | None = None
+    sample_rate: int = 24000
+    base_url: str = attrs.field()
+    audio_mode: AudioMode = attrs.field(default=AudioMode.MIXED)
+    ca_path: str | None = None
+    send_buffer_bytes: int = DEFAULT_SEND_BUFFER_BYTES
+    command_timeout: float = attrs.field(default=10.0, validator=_positive)
+    reconnect: ReconnectPolicy = attrs.field(default=None, converter=_convert_reconnect)
+    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
+    ping_interval: float = attrs.field(default=20.0, validator=_positive)
+    ping_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Inbound audio chunks kept for ``audio_stream()`` before the oldest are dropped (20 ms each:
+    #: 10 s by default, so an agent that starts iterating late loses nothing).
+    audio_queue_chunks: int = 500
+
+    @base_url.default
+    def _default_base_url(self) -> str:
+        return _env_base_url()
+
+    def __attrs_post_init__(self) -> None:
+        if self.base_url is None:
+            object.__setattr__(self, "base_url", _env_base_url())
+        try:
+            object.__setattr__(self, "audio_mode", AudioMode(self.audio_mode))
+        except ValueError:
+            raise ValueError(
+                f"audio_mode must be 'mixed' or 'isolated', not {self.audio_mode!r}"
+            ) from None
+        if isinstance(self.sample_rate, bool) or self.sample_rate not in SAMPLE_RATES:
+            raise ValueError(f"sample_rate must be 8000, 16000 or 24000, not {self.sample_rate!r}")
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(("ws://", "wss://")):
+            raise ValueError(f"base_url must start with ws:// or wss://, not {self.base_url!r}")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if self.auth == "api_key":
+            for name in ("api_key", "connector_uuid"):
+                value = getattr(self, name)
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(f"{name} is required for API-key (sandbox) authentication")
+        elif self.auth == "mtls":
+            if not self.cert_path or not self.key_path:
+                missing = "cert_path" if not self.cert_path else "key_path"
+                raise ValueError(f"{missing} is required for mutual-TLS (production) authentication")
+            if self.base_url.startswith("ws://"):
+                raise ValueError("base_url must be wss:// for mutual-TLS (production) authentication")
+        else:
+            raise ValueError(f"auth must be 'api_key' or 'mtls', not {self.auth!r}")
+        _readable("cert_path", self.cert_path)
+        _readable("key_path", self.key_path)
+        _readable("ca_path", self.ca_path)
+        sb = self.send_buffer_bytes
+        if isinstance(sb, bool) or not isinstance(sb, int) or sb < 2 or sb % 2:
+            raise ValueError(f"send_buffer_bytes must be a positive even integer, not {sb!r}")
+        q = self.audio_queue_chunks
+        if isinstance(q, bool) or not isinstance(q, int) or q < 1:
+            raise ValueError(f"audio_queue_chunks must be a positive integer, not {q!r}")
+
+    @classmethod
+    def sandbox(
+        cls, *, api_key: str, connector_uuid: str, sample_rate: int = 24000, **options: Any
+    ) -> TelcoflowClientConfig:
+        """API-key authentication (the sandbox environment, or a local ``telcoflow.sandbox``)."""
+        return cls(
+            auth="api_key",
+            api_key=api_key,
+            connector_uuid=connector_uuid,
+            sample_rate=sample_rate,
+            **options,
+        )
+
+    @classmethod
+    def production(
+        cls, *, cert_path: str, key_path: str, sample_rate: int = 24000, **options: Any
+    ) -> TelcoflowClientConfig:
+        """Mutual-TLS authentication: the client certificate identifies the connector."""
+        return cls(
+            auth="mtls", cert_path=cert_path, key_path=key_path, sample_rate=sample_rate, **options
+        )
+
+    @property
+    def bytes_per_second(self) -> int:
+        """Bytes of PCM16 mono per second at this sample rate."""
+        return self.sample_rate * 2
