@@ -1,0 +1,30 @@
+"""A local Telcoflow server with simulated callers and callees, for offline development and tests.
+
+``async with Sandbox() as sb:`` (asyncio or trio) serves the control and media WebSockets of
+PROTOCOL.md and the HTTP API of SANDBOX.md on one port; ``telcoflow sandbox serve`` runs it
+from the command line.
+"""
+
+from ._audio import mix, read_wav, resample, rms, tone_level, tone_pcm, write_wav
+from ._call import CallStats, SimCall
+from ._server import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID, Connector, Sandbox
+from ._spec import CalleeSpec, CallSpec, Voice
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_CONNECTOR_UUID",
+    "CallSpec",
+    "CallStats",
+    "CalleeSpec",
+    "Connector",
+    "Sandbox",
+    "SimCall",
+    "Voice",
+    "mix",
+    "read_wav",
+    "resample",
+    "rms",
+    "tone_level",
+    "tone_pcm",
+    "write_wav",
+]
