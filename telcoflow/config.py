@@ -48,7 +48,9 @@ class ReconnectPolicy:
         if self.max_attempts is not None and (
             isinstance(self.max_attempts, bool) or self.max_attempts < 0
         ):
-            raise ValueError(f"reconnect max_attempts must be >= 0 or None, not {self.max_attempts}")
+            raise ValueError(
+                f"reconnect max_attempts must be >= 0 or None, not {self.max_attempts}"
+            )
 
 
 def _readable(name: str, path: str | None) -> None:
@@ -61,8 +63,11 @@ def _readable(name: str, path: str | None) -> None:
         raise ValueError(f"{name} {path!r} cannot be read: {exc.strerror}") from None
 
 
-def _env_base_url() -> str:
-    return os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+def _base_url_or_env(value: str | None) -> str:
+    """An explicit ``base_url`` wins; else ``TELCOFLOW_BASE_URL``; else the hosted service."""
+    if value is None:
+        return os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    return value
 
 
 def _convert_reconnect(value: ReconnectPolicy | dict[str, Any] | None) -> ReconnectPolicy:
@@ -86,7 +91,7 @@ class TelcoflowClientConfig:
     cert_path: str | None = None
     key_path: str | None = None
     sample_rate: int = 24000
-    base_url: str = attrs.field()
+    base_url: str = attrs.field(default=None, converter=_base_url_or_env)
     audio_mode: AudioMode = attrs.field(default=AudioMode.MIXED)
     ca_path: str | None = None
     send_buffer_bytes: int = DEFAULT_SEND_BUFFER_BYTES
@@ -99,20 +104,15 @@ class TelcoflowClientConfig:
     #: 10 s by default, so an agent that starts iterating late loses nothing).
     audio_queue_chunks: int = 500
 
-    @base_url.default
-    def _default_base_url(self) -> str:
-        return _env_base_url()
-
     def __attrs_post_init__(self) -> None:
-        if self.base_url is None:
-            object.__setattr__(self, "base_url", _env_base_url())
         try:
             object.__setattr__(self, "audio_mode", AudioMode(self.audio_mode))
         except ValueError:
             raise ValueError(
                 f"audio_mode must be 'mixed' or 'isolated', not {self.audio_mode!r}"
             ) from None
-        if isinstance(self.sample_rate, bool) or self.sample_rate not in SAMPLE_RATES:
+        rate = self.sample_rate
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate not in SAMPLE_RATES:
             raise ValueError(f"sample_rate must be 8000, 16000 or 24000, not {self.sample_rate!r}")
         if not isinstance(self.base_url, str) or not self.base_url.startswith(("ws://", "wss://")):
             raise ValueError(f"base_url must start with ws:// or wss://, not {self.base_url!r}")
@@ -125,9 +125,13 @@ class TelcoflowClientConfig:
         elif self.auth == "mtls":
             if not self.cert_path or not self.key_path:
                 missing = "cert_path" if not self.cert_path else "key_path"
-                raise ValueError(f"{missing} is required for mutual-TLS (production) authentication")
+                raise ValueError(
+                    f"{missing} is required for mutual-TLS (production) authentication"
+                )
             if self.base_url.startswith("ws://"):
-                raise ValueError("base_url must be wss:// for mutual-TLS (production) authentication")
+                raise ValueError(
+                    "base_url must be wss:// for mutual-TLS (production) authentication"
+                )
         else:
             raise ValueError(f"auth must be 'api_key' or 'mtls', not {self.auth!r}")
         _readable("cert_path", self.cert_path)

@@ -2,7 +2,8 @@
 
 Framing is wsproto's job; this module sees one complete text (``str``) or binary (``bytes``)
 message at a time. Decoding is role-aware: a client decodes what a server may send and the other
-way round, so a frame from the wrong side is a protocol error, not a silent surprise. Every
+way round; a type the receiving role does not know (including one only the other side may send)
+decodes as ``UnknownMessage`` and is ignored, as PROTOCOL.md asks for forward compatibility. Every
 failure is a :class:`RemoteProtocolError` that names the frame and the field.
 """
 
@@ -148,6 +149,10 @@ def _call_incoming(d: dict[str, Any]) -> CallIncoming:
     created = d.get("createdAt", 0.0)
     if isinstance(created, bool) or not isinstance(created, (int, float)):
         raise RemoteProtocolError(f"{f} frame field 'createdAt' must be a number")
+    try:
+        created = float(created)
+    except OverflowError:  # a JSON integer may have any number of digits
+        raise RemoteProtocolError(f"{f} frame field 'createdAt' is out of range") from None
     if not math.isfinite(created):
         raise RemoteProtocolError(f"{f} frame field 'createdAt' must be finite")
     return CallIncoming(
@@ -157,7 +162,7 @@ def _call_incoming(d: dict[str, Any]) -> CallIncoming:
         direction=_field(d, f, "direction", str),
         media_url=_field(d, f, "mediaUrl", str),
         media_token=_field(d, f, "mediaToken", str),
-        created_at=float(created),
+        created_at=created,
     )
 
 
@@ -330,7 +335,9 @@ def encode(msg: ControlMessage | MediaMessage) -> str | bytes:
         case CallTerminatedEvent(reason=reason):
             return _dumps("call_event", {"event": "call.terminated", "reason": reason})
         case CallErrorEvent(error_code=code, message=message):
-            return _dumps("call_event", {"event": "call.error", "error_code": code, "message": message})
+            return _dumps(
+                "call_event", {"event": "call.error", "error_code": code, "message": message}
+            )
         case BufferRequest():
             return _dumps(
                 "buffer_request",

@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ._codec import MAX_TIMEOUT_MS, Role, decode_audio, decode_media, encode
+from ._codec import MAX_CREDIT_GRANT_BYTES, MAX_TIMEOUT_MS, Role, decode_audio, decode_media, encode
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._messages import (
     CHANNEL_MIXED,
@@ -144,6 +144,10 @@ class MediaProtocol:
     def grant(self, requested_bytes: int, channel_id: int = CHANNEL_MIXED) -> str:
         """Server: grant ``requested_bytes`` more bytes of credit."""
         self._require(Role.SERVER, "grant credit")
+        if not 0 <= requested_bytes <= MAX_CREDIT_GRANT_BYTES:
+            raise LocalProtocolError(
+                f"a grant must be within 0..{MAX_CREDIT_GRANT_BYTES} bytes, not {requested_bytes}"
+            )
         self.credit += requested_bytes
         wire = encode(BufferRequest(requested_bytes, self.frame_bytes, channel_id))
         assert isinstance(wire, str)
@@ -189,7 +193,9 @@ class MediaProtocol:
             case CommandResponse(command_id=command_id):
                 command = self._open.pop(command_id, None)
                 if command is None:
-                    return MessageIgnored(f"response to unknown or timed-out command {command_id!r}")
+                    return MessageIgnored(
+                        f"response to unknown or timed-out command {command_id!r}"
+                    )
                 assert isinstance(command, Command)
                 if msg.success and not self.terminated:
                     self.call_state = self._state_after(command)
@@ -197,18 +203,22 @@ class MediaProtocol:
             case BufferRequest(channel_id=channel):
                 if channel != CHANNEL_MIXED:
                     return MessageIgnored(f"credit for channel {channel}; the agent sends on 0")
+                if self.terminated:
+                    return MessageIgnored("credit after call.terminated")
                 self.credit += msg.requested_bytes
                 self.frame_bytes = msg.prefer_audio_frame_bytes
                 return msg
             case CallTerminatedEvent():
                 self.terminated = True
                 self.call_state = CallState.DISCONNECTED
+                self.credit = 0  # nothing more may be sent
                 self._open.clear()
                 return msg
             case CommandRequest():
                 raise RemoteProtocolError("the server sent a command frame")  # pragma: no cover
-            case _:
+            case AudioFrame() | CallErrorEvent() | UnknownCallEvent() | UnknownMessage():
                 return msg
+        raise RemoteProtocolError(f"unexpected {type(msg).__name__} from the server")
 
     def _state_after(self, command: Command) -> CallState:
         state = self.call_state
@@ -225,7 +235,9 @@ class MediaProtocol:
         match msg:
             case AudioFrame(channel=channel, pcm=pcm):
                 if channel != CHANNEL_MIXED:
-                    raise RemoteProtocolError(f"agent audio on channel {channel}; only 0 is allowed")
+                    raise RemoteProtocolError(
+                        f"agent audio on channel {channel}; only 0 is allowed"
+                    )
                 allowed = min(len(pcm), self.credit)
                 self.credit -= allowed
                 if allowed == len(pcm):
@@ -236,5 +248,6 @@ class MediaProtocol:
                     raise RemoteProtocolError(f"command_id {command_id!r} reused while open")
                 self._open[command_id] = _COMMANDS.get(msg.command, msg.command)
                 return msg
-            case _:
+            case UnknownMessage():
                 return msg
+        raise RemoteProtocolError(f"unexpected {type(msg).__name__} from the agent")

@@ -40,7 +40,7 @@ CHANNELS = frozenset({CHANNEL_MIXED, CHANNEL_CALLER, CHANNEL_CALLEE})
 
 
 def _check_rate(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if value not in SAMPLE_RATES:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in SAMPLE_RATES:
         raise ValueError(f"{attr.name} must be one of 8000, 16000, 24000, not {value!r}")
 
 

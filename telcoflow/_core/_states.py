@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from ._errors import LocalProtocolError
 
 __all__ = [
+    "SAMPLE_RATES",
     "AgentMode",
     "AudioMode",
     "CallState",
     "Command",
-    "SAMPLE_RATES",
     "allowed_commands",
     "frame_bytes_for",
     "state_after",
