@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from . import events
 from ._core import (
@@ -59,7 +59,10 @@ _MODE_OF: dict[Command, AgentMode] = {
     Command.BARGE: AgentMode.BARGE,
     Command.SPY: AgentMode.SPY,
 }
-_FAILED_EVENT = {Command.ANSWER: events.CALL_ANSWER_FAILED, Command.CONNECT: events.CALL_CONNECT_FAILED}
+_FAILED_EVENT = {
+    Command.ANSWER: events.CALL_ANSWER_FAILED,
+    Command.CONNECT: events.CALL_CONNECT_FAILED,
+}
 _DONE_EVENT = {Command.ANSWER: events.CALL_ANSWERED, Command.CONNECT: events.CALL_CONNECTED}
 
 #: The longest ring time ``connect`` accepts (PROTOCOL.md).
@@ -374,7 +377,9 @@ class ActiveCall:
             waiter.outcome = outcome
             waiter.done.set()
 
-    def _command_error(self, command: Command, code: str | None, message: str | None) -> WSSCallError:
+    def _command_error(
+        self, command: Command, code: str | None, message: str | None
+    ) -> WSSCallError:
         text = f"{command.value} on call {self.call_id} failed: {code}" + (
             f" ({message})" if message else ""
         )
@@ -485,6 +490,9 @@ class ActiveCall:
         finally:
             self._terminate(events.TerminationReason.MEDIA_LOST.value)
             await self._conn.aclose()
+            for queue in self._queues.values():
+                queue.receive.close()
+            self._events_receive.close()
 
     async def _run_handler(self, handler: Callable[[ActiveCall], Any]) -> None:
         try:

@@ -206,13 +206,16 @@ class TelcoflowClient:
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
             c = self.config
-            self._ssl = client_ssl_context(ca_path=c.ca_path, cert_path=c.cert_path, key_path=c.key_path)
+            self._ssl = client_ssl_context(
+                ca_path=c.ca_path, cert_path=c.cert_path, key_path=c.key_path
+            )
         return self._ssl
 
     def _control_headers(self) -> list[tuple[str, str]]:
         headers = [SDK_VERSION_HEADER]
         if self.config.auth == "api_key":
-            assert self.config.api_key is not None and self.config.connector_uuid is not None
+            assert self.config.api_key is not None
+            assert self.config.connector_uuid is not None
             headers += [
                 ("x-api-key", self.config.api_key),
                 ("x-connector-uuid", self.config.connector_uuid),
@@ -286,9 +289,12 @@ class TelcoflowClient:
                     return
                 while self._control is None:
                     if backoff.exhausted:
-                        self._stop(WSSConnectionError(
-                            f"control connection lost; gave up after {backoff.attempts} attempts"
-                        ))
+                        self._stop(
+                            WSSConnectionError(
+                                "control connection lost; gave up after "
+                                f"{backoff.attempts} attempts"
+                            )
+                        )
                         return
                     delay = backoff.next_delay()
                     logger.info("reconnecting in %.2f s (attempt %d)", delay, backoff.attempts)
@@ -362,7 +368,9 @@ class TelcoflowClient:
         headers = [("authorization", f"Bearer {offer.media_token}"), SDK_VERSION_HEADER]
         with scope:
             try:
-                conn = await self._open_websocket(offer.media_url, headers, f"media {offer.call_id}")
+                conn = await self._open_websocket(
+                    offer.media_url, headers, f"media {offer.call_id}"
+                )
             except (ConnectFailed, TimeoutError) as exc:
                 error = WSSMediaError(f"call {offer.call_id}: cannot open media connection: {exc}")
                 logger.warning("%s", error)

@@ -60,7 +60,7 @@ class WSSCallClosedError(WSSCallError):
 
 
 class WSSCallCommandError(WSSCallError):
-    """The server refused a command; ``error_code`` is the protocol's code (``INVALID_STATE``...)."""
+    """The server refused a command; ``error_code`` is the protocol's (``INVALID_STATE``, ...)."""
 
     def __init__(
         self,

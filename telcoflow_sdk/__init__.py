@@ -1,6 +1,55 @@
 """Compatibility name: applications written for the official ``telcoflow_sdk`` run unchanged."""
 
-from telcoflow import *  # noqa: F403
-from telcoflow import __all__, __version__  # noqa: F401
+from telcoflow import (
+    ActiveCall,
+    AgentMode,
+    AudioMode,
+    BufferClosedError,
+    BufferFullError,
+    CallEvent,
+    CallState,
+    CallStats,
+    ClientEvent,
+    ReconnectPolicy,
+    TelcoflowClient,
+    TelcoflowClientConfig,
+    TerminationReason,
+    WSSAuthenticationError,
+    WSSCallClosedError,
+    WSSCallCommandError,
+    WSSCallCommandTimeoutError,
+    WSSCallError,
+    WSSConnectionError,
+    WSSError,
+    WSSMediaError,
+    __version__,
+)
 
-from . import events, exceptions  # noqa: F401
+from . import events, exceptions
+
+__all__ = [
+    "ActiveCall",
+    "AgentMode",
+    "AudioMode",
+    "BufferClosedError",
+    "BufferFullError",
+    "CallEvent",
+    "CallState",
+    "CallStats",
+    "ClientEvent",
+    "ReconnectPolicy",
+    "TelcoflowClient",
+    "TelcoflowClientConfig",
+    "TerminationReason",
+    "WSSAuthenticationError",
+    "WSSCallClosedError",
+    "WSSCallCommandError",
+    "WSSCallCommandTimeoutError",
+    "WSSCallError",
+    "WSSConnectionError",
+    "WSSError",
+    "WSSMediaError",
+    "__version__",
+    "events",
+    "exceptions",
+]

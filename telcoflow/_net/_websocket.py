@@ -188,7 +188,9 @@ class WebSocketConnection:
 
     async def _handle(self, event: Event) -> str | bytes | None:
         if isinstance(event, (TextMessage, BytesMessage)):
-            data = event.data
+            data: str | bytes = (
+                bytes(event.data) if isinstance(event.data, bytearray) else event.data
+            )
             if event.message_finished and not self._fragments:
                 return data  # the common case: one frame, one message
             self._fragments.append(data)
@@ -312,13 +314,17 @@ async def connect_websocket(
     :class:`ConnectFailed` for everything else that stops the connection.
     """
     tls, host, port, host_header, target = _split_url(url)
-    context: ssl.SSLContext | None = None
-    if tls:
-        context = ssl_context or ssl.create_default_context()
     try:
-        stream: anyio.abc.ByteStream = await anyio.connect_tcp(
-            host, port, tls=tls, ssl_context=context, tls_standard_compatible=False
-        )
+        stream: anyio.abc.ByteStream
+        if tls:
+            stream = await anyio.connect_tcp(
+                host,
+                port,
+                ssl_context=ssl_context or ssl.create_default_context(),
+                tls_standard_compatible=False,
+            )
+        else:
+            stream = await anyio.connect_tcp(host, port)
     except (OSError, ssl.SSLError) as exc:
         raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
     try:
@@ -375,7 +381,9 @@ class ServerHandshake:
         self._stream = stream
         self._ws = ws
         self.request = request
-        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.extra_headers}
+        self.headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.extra_headers
+        }
 
     @classmethod
     async def start(cls, stream: anyio.abc.ByteStream, initial: bytes) -> ServerHandshake:
@@ -402,11 +410,12 @@ class ServerHandshake:
         """Refuse the upgrade with an HTTP status and a short plain-text body, then close."""
         data = body.encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8")]
-        out = self._ws.send(RejectConnection(status_code=status_code, headers=headers, has_body=True))
+        out = self._ws.send(
+            RejectConnection(status_code=status_code, headers=headers, has_body=True)
+        )
         out += self._ws.send(RejectData(data=data, body_finished=True))
         try:
             await self._stream.send(out)
         except _STREAM_ERRORS:
             pass
         await anyio.aclose_forcefully(self._stream)
-

@@ -112,7 +112,7 @@ def mix(*frames: bytes) -> bytes:
         return b""
     if len(present) == 1:
         return present[0]
-    total = [sum(group) for group in zip(*(_samples(f) for f in present))]
+    total = [sum(group) for group in zip(*(_samples(f) for f in present), strict=True)]
     return _pcm(array("h", (32767 if s > 32767 else -32768 if s < -32768 else s for s in total)))
 
 

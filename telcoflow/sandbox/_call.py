@@ -50,7 +50,11 @@ MAX_CATCH_UP_S = 1.0
 DEFAULT_RATE = 24000
 
 PARTIES = ("caller", "callee", "agent")
-_MODES = {Command.WHISPER: AgentMode.WHISPER, Command.BARGE: AgentMode.BARGE, Command.SPY: AgentMode.SPY}
+_MODES = {
+    Command.WHISPER: AgentMode.WHISPER,
+    Command.BARGE: AgentMode.BARGE,
+    Command.SPY: AgentMode.SPY,
+}
 
 
 class CallStats:
@@ -114,6 +118,7 @@ class SimCall:
         self._callee: AudioSource = Silence()
         self._ringing = False
         self._changed = anyio.Event()
+        self._waiting = 0
         self._tg: anyio.abc.TaskGroup | None = None
         self._ended = anyio.Event()
 
@@ -144,9 +149,14 @@ class SimCall:
         self._changed = anyio.Event()
 
     async def wait_for(self, predicate: Callable[[SimCall], bool]) -> None:
-        """Wait until ``predicate(call)`` holds (checked at every change of the call)."""
-        while not predicate(self):
-            await self._changed.wait()
+        """Wait until ``predicate(call)`` holds: checked at every change of the call, and every
+        20 ms tick while someone waits (so predicates on recordings work too)."""
+        self._waiting += 1
+        try:
+            while not predicate(self):
+                await self._changed.wait()
+        finally:
+            self._waiting -= 1
 
     async def wait_state(self, *states: CallState | str) -> None:
         """Wait until the call is in one of ``states``."""
@@ -243,7 +253,9 @@ class SimCall:
         entry: dict[str, Any] = {"command": req.command, "success": None, "error_code": None}
         self.commands.append(entry)
 
-        async def respond(success: bool, code: str | None = None, message: str | None = None) -> None:
+        async def respond(
+            success: bool, code: str | None = None, message: str | None = None
+        ) -> None:
             entry["success"], entry["error_code"] = success, code
             self._notify()
             await self.sandbox.respond(self, agent, req, success, code, message)
@@ -258,7 +270,9 @@ class SimCall:
             return
         if command not in allowed_commands(self.state):
             await respond(
-                False, "INVALID_STATE", f"{command.value} is not allowed in state {self.state.value}"
+                False,
+                "INVALID_STATE",
+                f"{command.value} is not allowed in state {self.state.value}",
             )
             return
         if command is Command.ANSWER:
@@ -302,7 +316,7 @@ class SimCall:
         agent: AgentMedia,
         req: CommandRequest,
         ring_s: int,
-        respond: Callable[[bool, str | None, str | None], Any],
+        respond: Callable[..., Any],
     ) -> None:
         callee = self.spec.callee
         failure: tuple[str, str] | None = None
@@ -344,9 +358,13 @@ class SimCall:
                 if delay > 0:
                     await anyio.sleep(delay)
                 elif -delay > MAX_CATCH_UP_S:
-                    logger.warning("call %s: media clock %.1f s behind; skipping", self.call_id, -delay)
+                    logger.warning(
+                        "call %s: media clock %.1f s behind; skipping", self.call_id, -delay
+                    )
                     start, n = anyio.current_time(), 0
                 await self._tick()
+                if self._waiting:
+                    self._notify()
             tg.cancel_scope.cancel()
 
     async def _tick(self) -> None:

@@ -77,34 +77,34 @@ class HttpApi:
                 return error(400, str(exc))
             return json_response(200, result)
         if m := _CALL.match(path):
-            call = sb.get_call(m[1])
-            if call is None:
+            found = sb.get_call(m[1])
+            if found is None:
                 return error(404, f"no call {m[1]!r}")
             if method == "GET":
-                return json_response(200, call.to_json())
+                return json_response(200, found.to_json())
             if method == "DELETE":
-                await call.hangup_caller()
-                return json_response(200, call.to_json())
+                await found.hangup_caller()
+                return json_response(200, found.to_json())
             return error(405, "use GET or DELETE")
         if m := _CALLEE_HANGUP.match(path):
-            call = sb.get_call(m[1])
-            if call is None:
+            found = sb.get_call(m[1])
+            if found is None:
                 return error(404, f"no call {m[1]!r}")
             if method != "POST":
                 return error(405, "use POST")
             try:
-                await call.hangup_callee()
+                await found.hangup_callee()
             except ValueError as exc:
                 return error(409, str(exc))
-            return json_response(200, call.to_json())
+            return json_response(200, found.to_json())
         if m := _RECORDING.match(path):
-            call = sb.get_call(m[1])
-            if call is None:
+            found = sb.get_call(m[1])
+            if found is None:
                 return error(404, f"no call {m[1]!r}")
             if method != "GET":
                 return error(405, "use GET")
             try:
-                return 200, "audio/wav", call.recording_wav(m[2])
+                return 200, "audio/wav", found.recording_wav(m[2])
             except ValueError as exc:
                 return error(404, str(exc))
         return error(404, f"no such endpoint: {path}")
@@ -149,6 +149,9 @@ async def send_response(
         ("content-length", str(len(payload))),
         ("server", "telcoflow-sandbox"),
     ]
-    data = conn.send(h11.Response(status_code=status, headers=headers))
-    data += conn.send(h11.Data(data=payload)) + conn.send(h11.EndOfMessage())
-    await stream.send(data)
+    parts = [
+        conn.send(h11.Response(status_code=status, headers=headers)),
+        conn.send(h11.Data(data=payload)),
+        conn.send(h11.EndOfMessage()),
+    ]
+    await stream.send(b"".join(p for p in parts if p))

@@ -97,7 +97,9 @@ class Sandbox:
         self.record = record
         self.connectors = connectors or [Connector(DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID)]
         self._calls: dict[str, SimCall] = {}
-        self._controls: dict[str, list[ControlSession]] = {c.connector_uuid: [] for c in self.connectors}
+        self._controls: dict[str, list[ControlSession]] = {
+            c.connector_uuid: [] for c in self.connectors
+        }
         self._round_robin: dict[str, int] = {}
         self._tokens: dict[str, _Token] = {}
         self._tg: anyio.abc.TaskGroup | None = None
@@ -141,7 +143,7 @@ class Sandbox:
         )
         if self.port == 0:
             sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
-            self.port = sockname[1]
+            self.port = int(sockname[1])
         if self.tls:
             listener = TLSListener(listener, self._server_ssl_context(), standard_compatible=False)
         self._listener = listener
@@ -377,9 +379,10 @@ class Sandbox:
                 if secrets.compare_digest(c.api_key, key or "") and c.connector_uuid == connector:
                     return c.connector_uuid
             return None
-        cert = stream.extra(TLSAttribute.peer_certificate, None)
+        cert: dict[str, Any] | None = stream.extra(TLSAttribute.peer_certificate, None)
         if cert:
-            for rdn in cert.get("subject", ()):
+            rdns: tuple[tuple[tuple[str, str], ...], ...] = cert.get("subject", ())
+            for rdn in rdns:
                 for name, value in rdn:
                     if name == "commonName" and value in self._controls:
                         return str(value)
@@ -393,20 +396,15 @@ class Sandbox:
         conn = await handshake.accept("sandbox control")
         proto = ControlProtocol(Role.SERVER)
         try:
-            with anyio.fail_after(SETUP_TIMEOUT_S):
-                setup = proto.receive(await conn.receive())
-            if not isinstance(setup, Setup):
-                raise ProtocolError("the first frame must be setup")
-        except (ProtocolError, TimeoutError) as exc:
-            reason = str(exc) or "no setup in time"
-            error = ErrorMessage("INVALID_SETUP", reason)
+            setup = await self._receive_setup(conn, proto)
+        except ConnectionClosed:
+            return
+        if isinstance(setup, str):
             try:
-                await conn.send(proto.send(error))
+                await conn.send(proto.send(ErrorMessage("INVALID_SETUP", setup)))
             except (ConnectionClosed, ProtocolError):
                 pass
             await conn.aclose(1008, "invalid setup")
-            return
-        except ConnectionClosed:
             return
         scheme = "wss" if self.tls else "ws"
         session = ControlSession(
@@ -431,6 +429,20 @@ class Sandbox:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._session_gone(session)
+
+    @staticmethod
+    async def _receive_setup(conn: WebSocketConnection, proto: ControlProtocol) -> Setup | str:
+        """The client's setup frame, or why there is none."""
+        try:
+            with anyio.fail_after(SETUP_TIMEOUT_S):
+                setup = proto.receive(await conn.receive())
+        except TimeoutError:
+            return f"no setup within {SETUP_TIMEOUT_S:g} s"
+        except ProtocolError as exc:
+            return str(exc)
+        if not isinstance(setup, Setup):
+            return "the first frame must be setup"
+        return setup
 
     async def _heartbeat(self, conn: WebSocketConnection) -> None:
         try:

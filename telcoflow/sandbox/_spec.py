@@ -29,7 +29,9 @@ class Voice:
     """A party's audio: a tone, a WAV's PCM (looped or once) or silence."""
 
     tone_hz: float | None = None
-    wav: bytes | None = attrs.field(default=None, repr=lambda w: "None" if w is None else f"<{len(w)} bytes>")
+    wav: bytes | None = attrs.field(
+        default=None, repr=lambda w: "None" if w is None else f"<{len(w)} bytes>"
+    )
     loop: bool = True
 
     @classmethod
