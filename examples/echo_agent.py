@@ -17,8 +17,8 @@ import sys
 
 import anyio
 
-from telcoflow_sdk import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
 from telcoflow.sandbox import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID
+from telcoflow_sdk import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
 
 
 async def on_call(call: ActiveCall) -> None:
