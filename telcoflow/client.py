@@ -175,7 +175,9 @@ class TelcoflowClient:
         self._stopped = anyio.Event()
         self._control = await self._open_control()
         if self._tg is not None:
-            self._tg.start_soon(self._supervise)
+            # The scope exists before the task starts, so a shutdown that comes first stops it.
+            self._supervisor = anyio.CancelScope()
+            self._tg.start_soon(self._supervise, self._supervisor)
 
     async def disconnect(self) -> None:
         """Close every active call (the agent leaves) and the control connection.
@@ -275,14 +277,15 @@ class TelcoflowClient:
         except ProtocolError as exc:
             raise WSSConnectionError(f"bad frame during setup: {exc}") from None
 
-    async def _supervise(self) -> None:
+    async def _supervise(self, scope: anyio.CancelScope) -> None:
         """Keep the control connection up until disconnect or a fatal error."""
         c = self.config.reconnect
         backoff = Backoff(c.initial_delay, c.factor, c.max_delay, c.jitter, c.max_attempts)
-        with anyio.CancelScope() as self._supervisor:
+        with scope:
             while True:
                 conn = self._control
-                assert conn is not None
+                if conn is None:
+                    return  # shut down before this task started
                 await self._serve_control(conn)
                 self._control = None
                 if self._stopped.is_set():

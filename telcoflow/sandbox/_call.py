@@ -208,7 +208,7 @@ class SimCall:
             self._notify()
             await self.sandbox.offer(self)
         elif self.state is CallState.ANSWERED:
-            await self.end("agent_close")
+            await self.end("media_lost" if agent.lost else "agent_close")
         elif self.state is CallState.CONNECTED:
             self.agent_mode = None
             self._notify()
@@ -258,7 +258,13 @@ class SimCall:
         ) -> None:
             entry["success"], entry["error_code"] = success, code
             self._notify()
-            await self.sandbox.respond(self, agent, req, success, code, message)
+            await self.sandbox.respond(self, agent, req, success, code, message, delay)
+
+        fault = self.sandbox.take_command_fault(self.call_id, req.command)
+        delay = fault.seconds if fault is not None and fault.kind == "delay" else 0.0
+        if fault is not None and fault.kind == "fail":
+            await respond(False, fault.error_code, "injected failure (sandbox fault)")
+            return
 
         try:
             command = Command(req.command)

@@ -37,6 +37,7 @@ from .._core import (
 )
 from .._net import ConnectFailed, ConnectionClosed, ServerHandshake, WebSocketConnection
 from ._call import SimCall
+from ._faults import CommandFault, Fault, parse_fault
 from ._http import HttpApi, read_body, send_response
 from ._sessions import AgentMedia, ControlSession
 from ._spec import CallSpec
@@ -107,6 +108,11 @@ class Sandbox:
         self._changed = anyio.Event()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._api = HttpApi(self)
+        self._command_faults: list[CommandFault] = []
+        self._refuse_until = 0.0
+        self._refuse_status = 503
+        #: Faults injected so far, by kind (for reports).
+        self.faults_injected: dict[str, int] = {}
         self.ca_path: str | None = None
         self.client_cert_path: str | None = None
         self.client_key_path: str | None = None
@@ -305,13 +311,90 @@ class Sandbox:
         success: bool,
         code: str | None,
         message: str | None,
+        delay: float = 0.0,
     ) -> None:
-        """Send a command's response (the one place faults on responses will hook in)."""
-        await agent.respond(req.command_id, success, code, message)
+        """Send a command's response, now or (a ``delay_command`` fault) after ``delay``."""
+        if delay <= 0:
+            await agent.respond(req.command_id, success, code, message)
+            return
+
+        async def later() -> None:
+            await anyio.sleep(delay)
+            await agent.respond(req.command_id, success, code, message)
+
+        assert self._tg is not None
+        self._tg.start_soon(later)
+
+    def take_command_fault(self, call_id: str, command: str) -> CommandFault | None:
+        """The first pending command fault matching this command, removed; or None."""
+        for i, fault in enumerate(self._command_faults):
+            if fault.matches(call_id, command):
+                return self._command_faults.pop(i)
+        return None
+
+    # --- faults ----------------------------------------------------------------------------------
 
     async def inject_fault(self, body: Any) -> dict[str, Any]:
-        """``POST /sandbox/faults``: not available in this version."""
-        raise ValueError("fault injection is not available in this version of the sandbox")
+        """Apply a fault (``POST /sandbox/faults``; see SANDBOX.md). ``body`` is its JSON or a
+        :class:`Fault`. Raises ``ValueError`` for a bad request or a missing target."""
+        fault = body if isinstance(body, Fault) else parse_fault(body)
+        result = await self._apply(fault)
+        self.faults_injected[fault.kind] = self.faults_injected.get(fault.kind, 0) + 1
+        logger.info("fault injected: %s %s", fault.kind, result)
+        return {"kind": fault.kind, **result}
+
+    def _matching_sessions(self, fault: Fault) -> list[ControlSession]:
+        connector = fault.connector_uuid or self.connector_uuid
+        if connector not in self._controls:
+            raise ValueError(f"unknown connector_uuid {connector!r}")
+        sessions = self.control_sessions(connector)
+        if fault.connection_id is not None:
+            sessions = [s for s in sessions if s.connection_id == fault.connection_id]
+        if not sessions:
+            raise ValueError("no matching control connection")
+        return sessions
+
+    def _media_of(self, call_id: str | None) -> AgentMedia:
+        call = self._calls.get(call_id or "")
+        if call is None:
+            raise ValueError(f"no call {call_id!r}")
+        if call.agent is None:
+            raise ValueError(f"call {call_id} has no media connection")
+        return call.agent
+
+    async def _apply(self, fault: Fault) -> dict[str, Any]:
+        if fault.kind == "drop_control":
+            sessions = self._matching_sessions(fault)
+            for session in sessions:
+                await session.conn.abort()
+                await self._session_gone(session)
+            return {"dropped": [s.connection_id for s in sessions]}
+        if fault.kind == "drop_media":
+            agent = self._media_of(fault.call_id)
+            agent.lost = True
+            await agent.conn.abort()
+            return {"dropped": [fault.call_id]}
+        if fault.kind in ("delay_command", "fail_command"):
+            kind = "delay" if fault.kind == "delay_command" else "fail"
+            self._command_faults.append(
+                CommandFault(kind, fault.seconds, fault.error_code, fault.call_id, fault.command)
+            )
+            return {"armed": kind}
+        if fault.kind == "malformed_frame":
+            if fault.target == "media":
+                conns = [self._media_of(fault.call_id).conn]
+            else:
+                conns = [s.conn for s in self._matching_sessions(fault)]
+            for conn in conns:
+                try:
+                    await conn.send(fault.payload)
+                except ConnectionClosed:
+                    pass
+            return {"sent": len(conns)}
+        assert fault.kind == "refuse_connections"
+        self._refuse_until = anyio.current_time() + fault.seconds
+        self._refuse_status = fault.status
+        return {"seconds": fault.seconds, "status": fault.status}
 
     # --- connections -----------------------------------------------------------------------------
 
@@ -363,6 +446,9 @@ class Sandbox:
                 return
 
     async def _websocket(self, stream: anyio.abc.ByteStream, handshake: ServerHandshake) -> None:
+        if anyio.current_time() < self._refuse_until:
+            await handshake.reject(self._refuse_status, "connections refused (injected fault)")
+            return
         target = handshake.request.target.split("?", 1)[0]
         if target == "/v1/agent/control":
             await self._control(stream, handshake)
@@ -416,10 +502,17 @@ class Sandbox:
             audio_mode=AudioMode(setup.audio_mode),
             media_base=f"{scheme}://{handshake.headers.get('host', self._authority())}",
         )
-        await session.send(SetupDone(session.connection_id))
+        # Ready (and visible to offers) in the same step as setup.done is queued: offers can
+        # only follow it on the wire, and a client that saw setup.done finds its session here.
+        ready = proto.send(SetupDone(session.connection_id))
         self._controls[connector].append(session)
         logger.info("control connection %s (%s) ready", session.connection_id, connector)
         self._notify()
+        try:
+            await conn.send(ready)
+        except ConnectionClosed:
+            await self._session_gone(session)
+            return
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._offer_waiting, session)

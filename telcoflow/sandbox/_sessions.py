@@ -94,6 +94,8 @@ class AgentMedia:
         #: Send time of each 20 ms frame of the agent's inbound stream, for echo latency.
         self.sent_times: list[float] = []
         self.closed = False
+        #: Dropped by a fault: the call sees the loss as ``media_lost``, not as the agent closing.
+        self.lost = False
 
     # --- outbound --------------------------------------------------------------------------------
 
