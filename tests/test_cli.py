@@ -1,0 +1,78 @@
+"""The command line: the demo (the README's main job) and ``sandbox serve``."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from telcoflow._cli import main
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_demo_succeeds_and_reports_who_heard_whom(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--backend", backend, "demo"]) == 0
+    out = capsys.readouterr().out
+    assert "Result: OK" in out
+    assert "caller heard the agent's greeting (660 Hz)" in out
+    assert "callee heard the caller (440 Hz)" in out
+    assert "FAIL" not in out
+
+
+def test_demo_at_8khz(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--sample-rate", "8000"]) == 0
+    assert "Result: OK" in capsys.readouterr().out
+
+
+def test_sandbox_serve_answers_health_and_stops_on_interrupt() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "telcoflow._cli", "sandbox", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # blocks until the sandbox is listening
+        assert "serving on ws://127.0.0.1:" in first, first
+        port = int(first.rsplit(":", 1)[1])
+        health = httpx.get(f"http://127.0.0.1:{port}/sandbox/health", timeout=10).json()
+        assert health["status"] == "ok"
+        assert health["connectors"][0]["connector_uuid"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_sandbox_serve_reports_a_busy_port() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "telcoflow._cli", "sandbox", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as first:
+        try:
+            assert first.stdout is not None
+            port = first.stdout.readline().rsplit(":", 1)[1].strip()
+            second = subprocess.run(
+                [sys.executable, "-m", "telcoflow._cli", "sandbox", "serve", "--port", port],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert second.returncode == 1
+            assert f"cannot serve on 127.0.0.1:{port}" in second.stderr
+        finally:
+            first.send_signal(signal.SIGINT)
+            first.wait(timeout=10)
+            first.stdout.close()  # type: ignore[union-attr]
