@@ -70,7 +70,8 @@ class WebSocketConnection:
         self.name = name
         self._outgoing = bytearray()
         self._send_lock = anyio.Lock()
-        self._events: Iterable[Event] = iter(())
+        # Frames that arrived in the same read as the handshake are already in wsproto's buffer.
+        self._events: Iterable[Event] = ws.events()
         self._fragments: list[str | bytes] = []
         self._fragment_bytes = 0
         self._pongs: deque[anyio.Event] = deque()
@@ -197,6 +198,7 @@ class WebSocketConnection:
             self._fragment_bytes += len(data)
             if self._fragment_bytes > MAX_MESSAGE_BYTES:
                 self._fragments.clear()
+                self._reading = False  # this task collects the peer's close reply itself
                 await self.aclose(1009, "message too big")
                 raise self._closed  # type: ignore[misc]
             if not event.message_finished:
@@ -218,8 +220,12 @@ class WebSocketConnection:
             return None
         if isinstance(event, CloseConnection):
             self._close_received.set()
-            if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                self._queue(event.response())
+            state = self._ws.state
+            if state is ConnectionState.REMOTE_CLOSING or state is ConnectionState.OPEN:
+                # OPEN: wsproto found a protocol error in the peer's frames (1002/1007) and
+                # reports it as a close; tell the peer why, as RFC 6455 section 7.1.7 asks.
+                reply = event.response() if state is ConnectionState.REMOTE_CLOSING else event
+                self._queue(reply)
                 try:
                     await self._flush()
                 except ConnectionClosed:
@@ -389,17 +395,21 @@ class ServerHandshake:
     async def start(cls, stream: anyio.abc.ByteStream, initial: bytes) -> ServerHandshake:
         """Parse the upgrade request from ``initial`` (all bytes read so far) and the stream."""
         ws = WSConnection(ConnectionType.SERVER)
-        ws.receive_data(initial)
+        if initial:  # empty bytes would tell h11 the peer has closed
+            ws.receive_data(initial)
         received = len(initial)
-        while True:
-            for event in ws.events():
-                if isinstance(event, Request):
-                    return cls(stream, ws, event)
-            data = await stream.receive(RECEIVE_BYTES)
-            received += len(data)
-            if received > MAX_HANDSHAKE_BYTES:
-                raise ConnectFailed("upgrade request is too large")
-            ws.receive_data(data)
+        try:
+            while True:
+                for event in ws.events():
+                    if isinstance(event, Request):
+                        return cls(stream, ws, event)
+                data = await stream.receive(RECEIVE_BYTES)
+                received += len(data)
+                if received > MAX_HANDSHAKE_BYTES:
+                    raise ConnectFailed("upgrade request is too large")
+                ws.receive_data(data)
+        except (*_STREAM_ERRORS, WsRemoteProtocolError) as exc:
+            raise ConnectFailed(f"bad or incomplete upgrade request: {exc!r}") from exc
 
     async def accept(self, name: str) -> WebSocketConnection:
         """Complete the upgrade and return the open connection."""

@@ -1,0 +1,971 @@
+"""The connection layer over real loopback sockets, under asyncio and trio.
+
+A tiny server in this module accepts TCP connections on 127.0.0.1 and runs ``ServerHandshake``;
+tests then drive both ends of the WebSocket. Raw handlers (a peer that never reads, one that
+vanishes, one that sends broken frames) stand in for misbehaving peers. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import anyio
+import anyio.abc
+import pytest
+import trustme
+from anyio.streams.tls import TLSListener
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, Ping, Pong, Request, TextMessage
+
+from telcoflow._net import (
+    CLOSE_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    ConnectFailed,
+    ConnectionClosed,
+    HandshakeRejected,
+    ServerHandshake,
+    WebSocketConnection,
+    client_ssl_context,
+    connect_websocket,
+)
+
+from .conftest import WAIT
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
+
+
+# --- a loopback server -------------------------------------------------------------------------
+
+
+class Loopback:
+    """A WebSocket server on 127.0.0.1; the default handler hands accepted connections over."""
+
+    def __init__(self, port: int, scheme: str = "ws") -> None:
+        self.port = port
+        self.scheme = scheme
+        self.handshakes: list[ServerHandshake] = []
+        self._send, self._receive = anyio.create_memory_object_stream[WebSocketConnection](10)
+
+    def url(self, path: str = "/ws") -> str:
+        host = "localhost" if self.scheme == "wss" else "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.port}{path}"
+
+    async def accept(self, stream: anyio.abc.ByteStream) -> None:
+        """Read the request, accept it, hand the connection to the test, keep the socket open."""
+        handshake = await start_handshake(stream)
+        self.handshakes.append(handshake)
+        await self._send.send(await handshake.accept("server"))
+        await anyio.sleep_forever()
+
+    async def next_connection(self) -> WebSocketConnection:
+        with anyio.fail_after(WAIT):
+            return await self._receive.receive()
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+
+@asynccontextmanager
+async def serve_loopback(
+    handler: Handler | None = None, *, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[Loopback]:
+    """Serve on an ephemeral port until the block ends; every handler's socket is then closed."""
+    listener: anyio.abc.Listener[anyio.abc.ByteStream]
+    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    server = Loopback(tcp.extra(anyio.abc.SocketAttribute.local_port), "wss" if tls else "ws")
+    listener = TLSListener(tcp, tls) if tls else tcp
+    chosen = handler or server.accept
+
+    async def run(stream: anyio.abc.ByteStream) -> None:
+        try:
+            await chosen(stream)
+        finally:
+            await anyio.aclose_forcefully(stream)
+
+    try:
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, run)
+            yield server
+            tg.cancel_scope.cancel()
+    finally:
+        server.close()
+
+
+@asynccontextmanager
+async def open_pair(
+    path: str = "/ws",
+) -> AsyncIterator[tuple[WebSocketConnection, WebSocketConnection]]:
+    """A connected (client, server) pair over loopback; both are dropped when the block ends."""
+    async with serve_loopback() as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url(path))
+        try:
+            yield client, await server.next_connection()
+        finally:
+            await client.abort()
+
+
+async def start_handshake(stream: anyio.abc.ByteStream) -> ServerHandshake:
+    """Read the start of the request, as a server sniffing the protocol would; start() reads on."""
+    return await ServerHandshake.start(stream, await stream.receive())
+
+
+async def handshake_only(stream: anyio.abc.ByteStream) -> None:
+    """Accept the upgrade, then never read or write again: a hung peer."""
+    handshake = await start_handshake(stream)
+    await handshake.accept("hung")
+    await anyio.sleep_forever()
+
+
+async def raw_accept(stream: anyio.abc.ByteStream) -> WSConnection:
+    """Accept the upgrade with a bare wsproto server, for peers that send hand-made frames.
+
+    Returns once the client sent its first message, so whatever the caller sends next cannot
+    share a read with the handshake response (see the test of exactly that case)."""
+    ws = WSConnection(ConnectionType.SERVER)
+    accepted = False
+    while True:
+        ws.receive_data(await stream.receive())
+        for event in ws.events():
+            if isinstance(event, Request):
+                await stream.send(ws.send(AcceptConnection()))
+                accepted = True
+            elif accepted and isinstance(event, TextMessage):
+                return ws
+
+
+async def connect_raw(url: str) -> WebSocketConnection:
+    """Connect to a ``raw_accept`` peer and send the message it waits for."""
+    client = await connect_websocket(url)
+    await client.send("ready")
+    return client
+
+
+async def receive_all(conn: WebSocketConnection) -> ConnectionClosed:
+    """Answer pings and discard messages until the connection closes; return why it closed."""
+    while True:
+        try:
+            await conn.receive()
+        except ConnectionClosed as exc:
+            return exc
+
+
+async def send_until_closed(conn: WebSocketConnection) -> None:
+    while True:
+        await conn.send(b"\x00" * 65536)
+
+
+@contextmanager
+def finishes_within(seconds: float) -> Iterator[None]:
+    """Assert the block took less than ``seconds``. ``aclose`` is shielded, so ``fail_after``
+    cannot cut it short (nor report it): a slow close must be measured instead."""
+    start = anyio.current_time()
+    yield
+    elapsed = anyio.current_time() - start
+    assert elapsed < seconds, f"took {elapsed:.2f} s, expected under {seconds} s"
+
+
+def close_code(conn: WebSocketConnection) -> int | None:
+    return None if conn.closed is None else conn.closed.code
+
+
+async def closed_port() -> int:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    await listener.aclose()
+    return port
+
+
+# --- handshake ---------------------------------------------------------------------------------
+
+
+async def test_server_sees_the_target_and_the_extra_headers() -> None:
+    async with serve_loopback() as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(
+                server.url("/v1/calls/abc?token=t%201"),
+                headers=[("X-Test", "1"), ("Authorization", "Bearer k")],
+            )
+        try:
+            await server.next_connection()
+            (handshake,) = server.handshakes
+            assert handshake.request.target == "/v1/calls/abc?token=t%201"
+            assert handshake.request.host == f"127.0.0.1:{server.port}"
+            assert handshake.headers["x-test"] == "1"
+            assert handshake.headers["authorization"] == "Bearer k"
+            assert "X-Test" not in handshake.headers
+        finally:
+            await client.abort()
+
+
+async def test_an_empty_path_is_sent_as_slash() -> None:
+    async with serve_loopback() as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(f"ws://127.0.0.1:{server.port}")
+        try:
+            await server.next_connection()
+            assert server.handshakes[0].request.target == "/"
+        finally:
+            await client.abort()
+
+
+async def test_server_handshake_starts_with_no_bytes_read_yet() -> None:
+    """``start(stream, b"")``: nothing read yet, so the handshake reads the whole request."""
+    accepted: list[ServerHandshake] = []
+
+    async def from_nothing(stream: anyio.abc.ByteStream) -> None:
+        handshake = await ServerHandshake.start(stream, b"")
+        accepted.append(handshake)
+        conn = await handshake.accept("server")
+        await conn.send(await conn.receive())
+        await anyio.sleep_forever()
+
+    async with serve_loopback(from_nothing) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url("/empty-start"))
+            try:
+                await client.send("echo me")
+                assert await client.receive() == "echo me"
+            finally:
+                await client.abort()
+    assert accepted[0].request.target == "/empty-start"
+
+
+async def test_reject_raises_handshake_rejected_with_status_and_body() -> None:
+    async def reject(stream: anyio.abc.ByteStream) -> None:
+        handshake = await start_handshake(stream)
+        await handshake.reject(401, "bad key")
+
+    async with serve_loopback(reject) as server:
+        with anyio.fail_after(WAIT), pytest.raises(HandshakeRejected) as info:
+            await connect_websocket(server.url(), headers=[("x-test", "1")])
+    assert info.value.status_code == 401
+    assert info.value.body == "bad key"
+    assert isinstance(info.value, ConnectFailed)
+
+
+async def test_a_closed_port_raises_connect_failed() -> None:
+    port = await closed_port()
+    with anyio.fail_after(WAIT), pytest.raises(ConnectFailed) as info:
+        await connect_websocket(f"ws://127.0.0.1:{port}/ws")
+    assert isinstance(info.value.__cause__, OSError)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:1/ws", "https://example.com/", "127.0.0.1:80/ws", "ws:///no-host"]
+)
+async def test_a_bad_url_raises_connect_failed(url: str) -> None:
+    with anyio.fail_after(WAIT), pytest.raises(ConnectFailed):
+        await connect_websocket(url)
+
+
+async def test_a_server_that_hangs_up_during_the_handshake_raises_connect_failed() -> None:
+    async def hang_up(stream: anyio.abc.ByteStream) -> None:
+        await stream.receive()
+
+    async with serve_loopback(hang_up) as server:
+        with anyio.fail_after(WAIT), pytest.raises(ConnectFailed):
+            await connect_websocket(server.url())
+
+
+async def test_a_server_that_answers_garbage_raises_connect_failed() -> None:
+    async def garbage(stream: anyio.abc.ByteStream) -> None:
+        await stream.receive()
+        await stream.send(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await anyio.sleep_forever()
+
+    async with serve_loopback(garbage) as server:
+        with anyio.fail_after(WAIT), pytest.raises(ConnectFailed):
+            await connect_websocket(server.url())
+
+
+async def test_a_wrong_accept_key_raises_connect_failed() -> None:
+    async def wrong_key(stream: anyio.abc.ByteStream) -> None:
+        await stream.receive()
+        await stream.send(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: bm90IHRoZSByaWdodCBrZXk=\r\n\r\n"
+        )
+        await anyio.sleep_forever()
+
+    async with serve_loopback(wrong_key) as server:
+        with anyio.fail_after(WAIT), pytest.raises(ConnectFailed):
+            await connect_websocket(server.url())
+
+
+async def test_a_message_sent_with_the_handshake_response_is_received() -> None:
+    """A server may greet the client straight after the 101, and both can arrive in one read."""
+
+    async def greet(stream: anyio.abc.ByteStream) -> None:
+        ws = WSConnection(ConnectionType.SERVER)
+        while not any(isinstance(event, Request) for event in ws.events()):
+            ws.receive_data(await stream.receive())
+        await stream.send(ws.send(AcceptConnection()) + ws.send(TextMessage("welcome")))
+        await anyio.sleep_forever()
+
+    async with serve_loopback(greet) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url())
+        try:
+            with anyio.fail_after(2.0):  # milliseconds when it works; it has no reason to wait
+                assert await client.receive() == "welcome"
+        finally:
+            await client.abort()
+
+
+async def test_connect_is_cancellable_while_the_server_is_silent() -> None:
+    async def silent(stream: anyio.abc.ByteStream) -> None:
+        await anyio.sleep_forever()
+
+    async with serve_loopback(silent) as server:
+        with anyio.fail_after(WAIT), anyio.move_on_after(0.1) as scope:
+            await connect_websocket(server.url())
+        assert scope.cancelled_caught
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_tls(ca: trustme.CA, *, require_client_cert: bool = False) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(context)
+    return context
+
+
+async def test_wss_round_trip_with_mutual_tls(ca: trustme.CA, tmp_path: Path) -> None:
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    client_cert = ca.issue_cert("agent@example.com")
+    cert_path = tmp_path / "client.pem"
+    client_cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    context = client_ssl_context(ca_path=str(ca_path), cert_path=str(cert_path))
+    async with serve_loopback(tls=server_tls(ca, require_client_cert=True)) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url(), ssl_context=context)
+            try:
+                peer = await server.next_connection()
+                await client.send("over tls")
+                assert await peer.receive() == "over tls"
+                await peer.send(b"\x00" * 100_000)
+                assert await client.receive() == b"\x00" * 100_000
+            finally:
+                await client.abort()
+
+
+async def test_wss_with_an_untrusted_certificate_raises_connect_failed(ca: trustme.CA) -> None:
+    async with serve_loopback(tls=server_tls(ca)) as server:
+        with anyio.fail_after(WAIT), pytest.raises(ConnectFailed):
+            await connect_websocket(server.url(), ssl_context=ssl.create_default_context())
+
+
+# --- messages ----------------------------------------------------------------------------------
+
+MESSAGES: list[str | bytes] = [
+    "hello",
+    b"\x00\x01\x02",
+    "",
+    b"",
+    "a",
+    b"\xff",
+    "ünïcödé € 😀 " * 500,
+    b"\x00\xff" * 100_000,  # 200 KB: several reads and wsproto fragments
+    "x" * 200_000,
+    '{"event": "last"}',
+]
+
+
+async def test_text_and_binary_messages_round_trip_in_order() -> None:
+    async def echo(conn: WebSocketConnection) -> None:
+        for _ in MESSAGES:
+            await conn.send(await conn.receive())
+
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(echo, server)
+                tg.start_soon(client.send_many, MESSAGES)
+                received = [await client.receive() for _ in MESSAGES]
+    assert received == MESSAGES
+    assert [type(m) for m in received] == [type(m) for m in MESSAGES]
+
+
+async def test_server_to_client_messages_arrive_in_order() -> None:
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+
+                async def send_all() -> None:
+                    for message in MESSAGES:
+                        await server.send(message)
+
+                tg.start_soon(send_all)
+                received = [await client.receive() for _ in MESSAGES]
+    assert received == MESSAGES
+
+
+async def test_a_fragmented_message_is_reassembled_and_pings_between_fragments_answered() -> None:
+    pong = anyio.Event()
+
+    async def fragments(stream: anyio.abc.ByteStream) -> None:
+        ws = await raw_accept(stream)
+        out = ws.send(TextMessage("hel", message_finished=False))
+        out += ws.send(Ping(b"between"))  # control frames may interleave with fragments
+        out += ws.send(TextMessage("lo ", message_finished=False))
+        out += ws.send(TextMessage("wörld", message_finished=True))
+        out += ws.send(BytesMessage(b"\x01", message_finished=False))
+        out += ws.send(BytesMessage(b"\x02", message_finished=True))
+        await stream.send(out)
+        while not pong.is_set():
+            ws.receive_data(await stream.receive())
+            if any(isinstance(event, Pong) for event in ws.events()):
+                pong.set()
+        await anyio.sleep_forever()
+
+    async with serve_loopback(fragments) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_raw(server.url())
+            try:
+                assert await client.receive() == "hello wörld"
+                assert await client.receive() == b"\x01\x02"
+                await pong.wait()
+            finally:
+                await client.abort()
+
+
+async def test_a_message_over_the_limit_closes_with_1009() -> None:
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                client_closed: list[ConnectionClosed] = []
+
+                async def client_reader() -> None:
+                    client_closed.append(await receive_all(client))
+
+                tg.start_soon(client_reader)
+                tg.start_soon(client.send, b"x" * (MAX_MESSAGE_BYTES + 1))
+                with pytest.raises(ConnectionClosed) as info:
+                    await server.receive()
+    assert info.value.code == 1009
+    assert server.closed is not None
+    assert server.closed.code == 1009
+    assert [c.code for c in client_closed] == [1009]
+
+
+async def test_a_message_over_the_limit_closes_as_soon_as_the_peer_answers() -> None:
+    """The peer answers the 1009 close at once; the receiver must not sit out CLOSE_TIMEOUT."""
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receive_all, client)
+                tg.start_soon(client.send, b"x" * (MAX_MESSAGE_BYTES + 1))
+                with finishes_within(CLOSE_TIMEOUT / 2), pytest.raises(ConnectionClosed):
+                    await server.receive()
+
+
+async def test_a_message_of_exactly_the_limit_is_accepted() -> None:
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.send, b"y" * MAX_MESSAGE_BYTES)
+                assert await server.receive() == b"y" * MAX_MESSAGE_BYTES
+            await server.send("still open")
+            assert await client.receive() == "still open"
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x83\x00", 1002),  # reserved opcode 3
+        (b"\x81\x02\xc3\x28", 1007),  # text frame with invalid UTF-8
+    ],
+)
+async def test_a_broken_frame_from_the_peer_raises_connection_closed(
+    frame: bytes, code: int
+) -> None:
+    async def broken(stream: anyio.abc.ByteStream) -> None:
+        await raw_accept(stream)
+        await stream.send(frame)
+        await anyio.sleep_forever()
+
+    async with serve_loopback(broken) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_raw(server.url())
+            try:
+                with pytest.raises(ConnectionClosed) as info:
+                    await client.receive()
+                assert info.value.code == code
+                with pytest.raises(ConnectionClosed):
+                    await client.send("after")
+            finally:
+                await client.abort()
+
+
+# --- write coalescing --------------------------------------------------------------------------
+
+
+async def test_send_many_costs_one_socket_write() -> None:
+    frames = [f"frame {i}" for i in range(10)]
+    async with open_pair() as (client, server):
+        writes, sent = client.writes, client.frames_sent
+        with anyio.fail_after(WAIT):
+            await client.send_many(frames)
+            assert client.writes == writes + 1
+            assert client.frames_sent == sent + 10
+            assert [await server.receive() for _ in frames] == frames
+
+
+async def test_concurrent_sends_are_coalesced_and_none_is_lost() -> None:
+    messages: list[str | bytes] = [
+        f"task {i} " + "z" * (i * 100) if i % 2 else bytes([i]) * (i * 100 + 1) for i in range(20)
+    ]
+    async with open_pair() as (client, server):
+        writes, sent = client.writes, client.frames_sent
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                for message in messages:
+                    tg.start_soon(client.send, message)
+            assert client.frames_sent == sent + 20
+            assert client.writes - writes < 20
+            received = [await server.receive() for _ in messages]
+    assert sorted(received, key=repr) == sorted(messages, key=repr)
+
+
+async def test_each_task_sees_its_messages_in_order() -> None:
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+
+                async def sender(task: int) -> None:
+                    for n in range(20):
+                        await client.send(f"{task}:{n}")
+
+                for task in range(5):
+                    tg.start_soon(sender, task)
+            received = [await server.receive() for _ in range(100)]
+    for task in range(5):
+        mine = [m for m in received if isinstance(m, str) and m.startswith(f"{task}:")]
+        assert mine == [f"{task}:{n}" for n in range(20)]
+
+
+# --- pings and heartbeat -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pinger", ["client", "server"])
+async def test_a_ping_is_answered_by_the_peers_reader(pinger: str) -> None:
+    async with open_pair() as (client, server):
+        me, peer = (client, server) if pinger == "client" else (server, client)
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receive_all, peer)
+                tg.start_soon(receive_all, me)  # our reader routes the pong
+                pong = await me.ping(b"x")
+                await pong.wait()
+                await me.aclose()
+    assert me.closed is not None
+    assert me.closed.code == 1000
+
+
+async def test_heartbeat_against_a_peer_that_never_reads_raises_1011() -> None:
+    async with serve_loopback(handshake_only) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url())
+            try:
+                with pytest.raises(ConnectionClosed) as info:
+                    await client.heartbeat(interval=0.05, timeout=0.2)
+                assert info.value.code == 1011
+                assert client.closed is info.value
+                with pytest.raises(ConnectionClosed) as after:
+                    await client.receive()
+                assert after.value.code == 1011
+            finally:
+                await client.abort()
+
+
+async def test_a_pending_pong_wakes_up_when_the_connection_closes() -> None:
+    async with serve_loopback(handshake_only) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url())
+            try:
+                pong = await client.ping(b"unanswered")
+                assert not pong.is_set()
+                await client.abort()
+                await pong.wait()
+            finally:
+                await client.abort()
+
+
+async def test_heartbeat_keeps_a_live_connection_and_returns_on_close() -> None:
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receive_all, server)
+                tg.start_soon(receive_all, client)
+                writes = client.writes
+                with anyio.move_on_after(0.3):  # an observation window, not a wait
+                    await client.heartbeat(interval=0.02, timeout=1.0)
+                assert client.closed is None
+                assert client.writes - writes >= 3  # pings went out and pongs came back
+
+                done = anyio.Event()
+
+                async def beat() -> None:
+                    await client.heartbeat(interval=0.02, timeout=1.0)  # must return, not raise
+                    done.set()
+
+                tg.start_soon(beat)
+                await client.aclose()
+                await done.wait()
+
+
+# --- closing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("closer", ["client", "server"])
+@pytest.mark.parametrize("reading", [False, True], ids=["idle", "reading"])
+async def test_aclose_delivers_code_and_reason_to_the_peer(closer: str, reading: bool) -> None:
+    async with open_pair() as (client, server):
+        me, peer = (client, server) if closer == "client" else (server, client)
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                peer_closed: list[ConnectionClosed] = []
+
+                async def peer_reader() -> None:
+                    peer_closed.append(await receive_all(peer))
+
+                tg.start_soon(peer_reader)
+                if reading:
+                    tg.start_soon(receive_all, me)
+                    await anyio.wait_all_tasks_blocked()
+                # The peer answers at once, so this is far quicker than CLOSE_TIMEOUT.
+                with finishes_within(CLOSE_TIMEOUT / 2):
+                    await me.aclose(1000, "bye")
+    (closed,) = peer_closed
+    assert (closed.code, closed.reason) == (1000, "bye")
+    assert me.closed is not None
+    assert (me.closed.code, me.closed.reason) == (1000, "bye")
+
+
+async def test_aclose_is_idempotent_and_sending_after_it_raises() -> None:
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receive_all, server)
+                await client.aclose(1001, "going away")
+                await client.aclose()
+                await client.aclose(1011, "other")
+            assert client.closed is not None
+            assert (client.closed.code, client.closed.reason) == (1001, "going away")
+            with pytest.raises(ConnectionClosed) as info:
+                await client.send("late")
+            assert info.value.code == 1001
+            with pytest.raises(ConnectionClosed):
+                await client.send_many(["late", b"later"])
+            with pytest.raises(ConnectionClosed):
+                await client.ping(b"late")
+            with pytest.raises(ConnectionClosed):
+                await client.receive()
+
+
+async def test_aclose_is_bounded_when_the_peer_never_answers() -> None:
+    async with serve_loopback(handshake_only) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url())
+        try:
+            start = anyio.current_time()
+            with finishes_within(CLOSE_TIMEOUT + 1.0):
+                await client.aclose(1000, "bye")
+            assert anyio.current_time() - start >= CLOSE_TIMEOUT * 0.9  # it did wait for an answer
+            assert client.closed is not None
+            assert client.closed.code == 1000
+        finally:
+            await client.abort()
+
+
+async def test_aclose_runs_the_handshake_even_when_cancelled() -> None:
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                peer_closed: list[ConnectionClosed] = []
+
+                async def peer_reader() -> None:
+                    peer_closed.append(await receive_all(server))
+
+                tg.start_soon(peer_reader)
+                with anyio.CancelScope() as scope:
+                    scope.cancel()
+                    await client.aclose(1000, "cancelled but polite")
+    assert [(c.code, c.reason) for c in peer_closed] == [(1000, "cancelled but polite")]
+
+
+async def test_abort_makes_the_peers_receive_raise_1006() -> None:
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            await client.abort()
+            with pytest.raises(ConnectionClosed) as info:
+                await server.receive()
+            assert info.value.code == 1006
+            assert client.closed is not None
+            assert client.closed.code == 1006
+            with pytest.raises(ConnectionClosed):
+                await client.receive()
+            await client.aclose()  # still fine after an abort
+
+
+async def test_abort_wakes_a_task_blocked_in_receive() -> None:
+    async with open_pair() as (client, _server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                closed: list[ConnectionClosed] = []
+
+                async def reader() -> None:
+                    closed.append(await receive_all(client))
+
+                tg.start_soon(reader)
+                await anyio.wait_all_tasks_blocked()
+                await client.abort()
+    assert [c.code for c in closed] == [1006]
+
+
+async def test_a_send_cancelled_mid_write_closes_the_connection() -> None:
+    """Part of a frame may be on the wire: the stream is unusable, and says so."""
+    async with serve_loopback(handshake_only) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url())
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.send, b"\x00" * 32_000_000)  # more than socket buffers
+                    await anyio.wait_all_tasks_blocked()
+                    tg.cancel_scope.cancel()
+                assert client.closed is not None
+                assert client.closed.code == 1006
+                with pytest.raises(ConnectionClosed):
+                    await client.send("next")
+                with finishes_within(CLOSE_TIMEOUT / 2):
+                    await client.aclose()
+            finally:
+                await client.abort()
+
+
+# --- a vanishing peer --------------------------------------------------------------------------
+
+
+async def test_a_vanished_peer_raises_connection_closed_1006() -> None:
+    async def vanish(stream: anyio.abc.ByteStream) -> None:
+        handshake = await start_handshake(stream)
+        await handshake.accept("vanishing")
+        await anyio.aclose_forcefully(stream)
+
+    async with serve_loopback(vanish) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url())
+            try:
+                with pytest.raises(ConnectionClosed) as info:
+                    await client.receive()
+                assert info.value.code == 1006
+                with pytest.raises(ConnectionClosed):
+                    await client.send("anyone there?")
+                await client.aclose()
+            finally:
+                await client.abort()
+
+
+async def test_a_peer_that_vanishes_mid_frame_raises_connection_closed_1006() -> None:
+    async def half_frame(stream: anyio.abc.ByteStream) -> None:
+        ws = await raw_accept(stream)
+        frame = ws.send(BytesMessage(b"q" * 1000))
+        await stream.send(frame[:100])
+        await anyio.aclose_forcefully(stream)
+
+    async with serve_loopback(half_frame) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_raw(server.url())
+            try:
+                with pytest.raises(ConnectionClosed) as info:
+                    await client.receive()
+                assert info.value.code == 1006
+            finally:
+                await client.abort()
+
+
+async def test_sending_to_a_vanished_peer_raises_connection_closed() -> None:
+    async def vanish(stream: anyio.abc.ByteStream) -> None:
+        handshake = await start_handshake(stream)
+        await handshake.accept("vanishing")
+        await anyio.aclose_forcefully(stream)
+
+    async with serve_loopback(vanish) as server:
+        with anyio.fail_after(WAIT):
+            client = await connect_websocket(server.url())
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(receive_all, client)  # notices the hang-up
+                    with pytest.raises(ConnectionClosed):
+                        await send_until_closed(client)
+            finally:
+                await client.abort()
+
+
+# --- cancellation ------------------------------------------------------------------------------
+
+
+async def test_cancelling_a_blocked_receive_leaves_the_connection_usable() -> None:
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.receive)
+                await anyio.wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()
+            assert client.closed is None
+            await server.send("after the cancel")
+            assert await client.receive() == "after the cancel"
+
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                await client.receive()  # cancelled before it reads anything
+            assert client.closed is None
+
+            async with anyio.create_task_group() as tg:
+                peer_closed: list[ConnectionClosed] = []
+
+                async def peer_reader() -> None:
+                    peer_closed.append(await receive_all(server))
+
+                tg.start_soon(peer_reader)
+                with finishes_within(CLOSE_TIMEOUT / 2):
+                    await client.aclose(1000, "done")
+    assert [(c.code, c.reason) for c in peer_closed] == [(1000, "done")]
+    assert close_code(client) == 1000
+
+
+async def test_aclose_right_after_cancelling_the_reader_is_prompt() -> None:
+    """A force-disconnect: cancel the read loop's scope and close at once, before the reader
+    has unwound. The peer answers the close immediately, so this must not take CLOSE_TIMEOUT."""
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                peer_closed: list[ConnectionClosed] = []
+                reader_scope = anyio.CancelScope()
+
+                async def peer_reader() -> None:
+                    peer_closed.append(await receive_all(server))
+
+                async def reader() -> None:
+                    with reader_scope:
+                        await receive_all(client)
+
+                tg.start_soon(peer_reader)
+                tg.start_soon(reader)
+                await anyio.wait_all_tasks_blocked()
+                reader_scope.cancel()
+                with finishes_within(CLOSE_TIMEOUT / 2):
+                    await client.aclose(1000, "done")
+    assert [(c.code, c.reason) for c in peer_closed] == [(1000, "done")]
+
+
+# --- interop with trio-websocket (trio only) ---------------------------------------------------
+
+
+def require_trio(anyio_backend: str) -> None:
+    if anyio_backend != "trio":
+        pytest.skip("trio-websocket runs on trio only")
+
+
+async def test_trio_websocket_client_talks_to_our_server(anyio_backend: str) -> None:
+    require_trio(anyio_backend)
+    from trio_websocket import open_websocket_url
+
+    async with serve_loopback() as server:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                server_closed: list[ConnectionClosed] = []
+
+                async def echo() -> None:
+                    conn = await server.next_connection()
+                    while True:
+                        try:
+                            await conn.send(await conn.receive())
+                        except ConnectionClosed as exc:
+                            server_closed.append(exc)
+                            return
+
+                tg.start_soon(echo)
+                async with open_websocket_url(
+                    server.url("/interop"), extra_headers=[(b"x-test", b"1")]
+                ) as ws:
+                    await ws.send_message("hello from trio-websocket")
+                    assert await ws.get_message() == "hello from trio-websocket"
+                    await ws.send_message(b"\x00\x01" * 50_000)
+                    assert await ws.get_message() == b"\x00\x01" * 50_000
+                    await ws.ping(b"are you there")  # returns once our reader sent the pong
+    assert server.handshakes[0].request.target == "/interop"
+    assert server.handshakes[0].headers["x-test"] == "1"
+    assert [c.code for c in server_closed] == [1000]
+
+
+async def test_our_client_talks_to_a_trio_websocket_server(anyio_backend: str) -> None:
+    require_trio(anyio_backend)
+    import trio
+    from trio_websocket import ConnectionClosed as TrioWsClosed
+    from trio_websocket import WebSocketRequest, serve_websocket
+
+    closes: list[tuple[int, str | None]] = []
+    paths: list[str] = []
+
+    async def handler(request: WebSocketRequest) -> None:
+        paths.append(request.path)
+        ws = await request.accept()
+        while True:
+            try:
+                message = await ws.get_message()
+            except TrioWsClosed as exc:
+                reason = exc.reason
+                closes.append((reason.code, reason.reason) if reason else (0, "no reason"))
+                return
+            if message == "close yourself":
+                await ws.aclose(1001, "going away")
+                return
+            await ws.send_message(message)
+
+    with anyio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            ws_server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+            url = f"ws://127.0.0.1:{ws_server.port}/agent?x=1"
+
+            client = await connect_websocket(url, headers=[("x-test", "1")])
+            try:
+                await client.send("text ✓")
+                assert await client.receive() == "text ✓"
+                await client.send(b"\x00\xff" * 100_000)
+                assert await client.receive() == b"\x00\xff" * 100_000
+                await client.send_many(["a", b"b", "c"])
+                assert [await client.receive() for _ in range(3)] == ["a", b"b", "c"]
+                with finishes_within(CLOSE_TIMEOUT / 2):
+                    await client.aclose(1000, "done")
+            finally:
+                await client.abort()
+
+            second = await connect_websocket(url)
+            try:
+                await second.send("close yourself")
+                with pytest.raises(ConnectionClosed) as info:
+                    await second.receive()
+                assert (info.value.code, info.value.reason) == (1001, "going away")
+            finally:
+                await second.abort()
+            nursery.cancel_scope.cancel()
+    assert paths == ["/agent?x=1", "/agent?x=1"]
+    assert closes == [(1000, "done")]
