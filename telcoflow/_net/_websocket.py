@@ -38,6 +38,7 @@ from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
 __all__ = [
     "CLOSE_TIMEOUT",
     "MAX_MESSAGE_BYTES",
+    "WRITE_TIMEOUT",
     "ServerHandshake",
     "WebSocketConnection",
     "connect_websocket",
@@ -51,6 +52,9 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 
 #: How long a clean close waits for the peer's close frame before dropping the socket.
 CLOSE_TIMEOUT = 2.0
+
+#: A peer that does not take our bytes for this long (its receive window full) is dead.
+WRITE_TIMEOUT = 10.0
 
 #: Bytes asked of the stream per read: a few dozen audio frames.
 RECEIVE_BYTES = 65536
@@ -119,15 +123,21 @@ class WebSocketConnection:
                 return  # someone else wrote our frames along with theirs
             data = bytes(self._outgoing)
             self._outgoing.clear()
-            try:
-                await self._stream.send(data)
-            except _STREAM_ERRORS as exc:
-                self._set_closed(ConnectionClosed(1006, f"write failed: {type(exc).__name__}"))
-                raise self._closed from exc  # type: ignore[misc]
-            except anyio.get_cancelled_exc_class():
-                # Part of ``data`` may be on the wire: frame boundaries are lost for good.
-                self._set_closed(ConnectionClosed(1006, "cancelled mid-write"))
-                raise
+            # A write cut short would leave half a frame on the wire and the connection useless,
+            # so a cancellation waits for the write to finish; a peer that does not take the
+            # bytes within WRITE_TIMEOUT is dead.
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = anyio.current_time() + WRITE_TIMEOUT
+                try:
+                    await self._stream.send(data)
+                except _STREAM_ERRORS as exc:
+                    reason = f"write failed: {type(exc).__name__}"
+                    self._set_closed(ConnectionClosed(1006, reason))
+                    raise self._closed from exc  # type: ignore[misc]
+            if scope.cancelled_caught:
+                self._set_closed(ConnectionClosed(1006, f"write stalled {WRITE_TIMEOUT:g} s"))
+                await self._abort()
+                raise self._closed  # type: ignore[misc]
             self.writes += 1
 
     async def ping(self, payload: bytes) -> anyio.Event:
