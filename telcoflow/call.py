@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from . import events
 from ._core import (
@@ -101,10 +101,24 @@ class _Waiter:
 
 
 class _AudioQueue:
-    """A bounded channel of audio chunks that drops the oldest chunk when full."""
+    """A bounded channel of audio chunks that drops the oldest chunk when full.
+
+    When the call's tasks end, chunks not yet read move to ``leftover`` so that the channel can
+    be closed without losing them: audio heard before the call ended is still delivered.
+    """
 
     def __init__(self, size: int) -> None:
         self.send, self.receive = anyio.create_memory_object_stream[bytes](size)
+        self.leftover: deque[bytes] = deque()
+
+    def close(self) -> None:
+        self.send.close()
+        while True:
+            try:
+                self.leftover.append(self.receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        self.receive.close()
 
     def put(self, chunk: bytes) -> bool:
         """Queue ``chunk``; False if the oldest chunk had to be dropped for it."""
@@ -120,16 +134,21 @@ class _AudioQueue:
 class _AudioStream:
     """``async for chunk in call.audio_stream()``: ends when the call ends for the agent."""
 
-    def __init__(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
-        self._receive = receive
+    def __init__(self, queue: _AudioQueue) -> None:
+        self._queue = queue
 
     def __aiter__(self) -> _AudioStream:
         return self
 
     async def __anext__(self) -> bytes:
+        queue = self._queue
+        if queue.leftover:
+            return queue.leftover.popleft()
         try:
-            return await self._receive.receive()
+            return await queue.receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if queue.leftover:  # closed while we waited
+                return queue.leftover.popleft()
             raise StopAsyncIteration from None
 
 
@@ -441,7 +460,7 @@ class ActiveCall:
         queue = self._queues.get(channel)
         if queue is None:
             raise ValueError(f"no {leg!r} audio in {self.audio_mode.value} audio mode")
-        return _AudioStream(queue.receive)
+        return _AudioStream(queue)
 
     # --- supervision -----------------------------------------------------------------------------
 
@@ -491,7 +510,7 @@ class ActiveCall:
             self._terminate(events.TerminationReason.MEDIA_LOST.value)
             await self._conn.aclose()
             for queue in self._queues.values():
-                queue.receive.close()
+                queue.close()
             self._events_receive.close()
 
     async def _run_handler(self, handler: Callable[[ActiveCall], Any]) -> None:

@@ -15,6 +15,10 @@ __all__ = ["DEFAULT_BASE_URL", "ReconnectPolicy", "TelcoflowClientConfig"]
 DEFAULT_BASE_URL = "wss://api.telcoflow.ai"
 BASE_URL_ENV = "TELCOFLOW_BASE_URL"
 
+#: A command unanswered for five minutes is a dead server, not a slow one; the bound also keeps
+#: connect's timeout (ring time + this) within the protocol's limit.
+MAX_COMMAND_TIMEOUT = 300.0
+
 #: One second of audio at 24 kHz: enough to queue a sentence ahead of playout, small enough that an
 #: interruption never has much stale audio to drop.
 DEFAULT_SEND_BUFFER_BYTES = 10 * 48_000
@@ -137,6 +141,11 @@ class TelcoflowClientConfig:
         _readable("cert_path", self.cert_path)
         _readable("key_path", self.key_path)
         _readable("ca_path", self.ca_path)
+        if self.command_timeout > MAX_COMMAND_TIMEOUT:
+            raise ValueError(
+                f"command_timeout must be at most {MAX_COMMAND_TIMEOUT:g} s, "
+                f"not {self.command_timeout!r}"
+            )
         sb = self.send_buffer_bytes
         if isinstance(sb, bool) or not isinstance(sb, int) or sb < 2 or sb % 2:
             raise ValueError(f"send_buffer_bytes must be a positive even integer, not {sb!r}")

@@ -181,16 +181,22 @@ class SimCall:
 
     # --- format and offers -----------------------------------------------------------------------
 
-    def fix_format(self, sample_rate: int) -> None:
-        """The call's audio format, fixed by the first connection it is offered to."""
-        if self.sample_rate is not None:
+    def set_format(self, sample_rate: int) -> None:
+        """The call's sample rate: that of the connection it is offered to, while it rings.
+
+        Nothing but silence has been recorded while ringing, so a call offered again to a
+        connection of another rate simply changes rate; once answered the rate is fixed.
+        """
+        if sample_rate == self.sample_rate or self.state is not CallState.PENDING:
             return
+        ticks = self._ticks_before_rate
+        if self.sample_rate is not None:
+            ticks = len(self.recordings["caller"]) // frame_bytes_for(self.sample_rate)
         self.sample_rate = sample_rate
         self._caller = self.spec.caller.source(sample_rate)
         if self._record:
-            gap = bytes(frame_bytes_for(sample_rate) * self._ticks_before_rate)
             for party in PARTIES:
-                self.recordings[party] += gap
+                self.recordings[party] = bytearray(frame_bytes_for(sample_rate) * ticks)
 
     def attach(self, agent: AgentMedia) -> None:
         self.agent = agent
@@ -206,7 +212,7 @@ class SimCall:
         if self.state is CallState.PENDING:
             logger.info("call %s: released while ringing; offering again", self.call_id)
             self._notify()
-            await self.sandbox.offer(self)
+            await self.sandbox.offer(self, exclude=agent.session)
         elif self.state is CallState.ANSWERED:
             await self.end("media_lost" if agent.lost else "agent_close")
         elif self.state is CallState.CONNECTED:
@@ -228,13 +234,13 @@ class SimCall:
         self.sandbox.revoke_tokens(self.call_id)
         self._ended.set()
         self._notify()
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             if agent is not None:
                 await agent.terminate(reason)
             elif offered is not None:
                 await offered.send(CallEnded(self.call_id, reason))
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     async def hangup_caller(self) -> None:
         """The caller hangs up: the whole call ends."""

@@ -280,7 +280,7 @@ class Sandbox:
         i = self._round_robin.get(call.connector_uuid, 0)
         self._round_robin[call.connector_uuid] = i + 1
         session = sessions[i % len(sessions)]
-        call.fix_format(session.sample_rate)
+        call.set_format(session.sample_rate)
         token = secrets.token_urlsafe(24)
         now = anyio.current_time()
         self._tokens[token] = _Token(call.call_id, now + TOKEN_TTL_S, session)
@@ -594,8 +594,8 @@ class Sandbox:
             await handshake.reject(409, "the call is already claimed")
             return
         conn = await handshake.accept(f"sandbox media {call_id}")
-        assert call.sample_rate is not None
-        agent = AgentMedia(call, conn, call.sample_rate, token.session.audio_mode)
+        call.set_format(token.session.sample_rate)
+        agent = AgentMedia(call, conn, token.session)
         call.attach(agent)
         self._notify()
         logger.info("call %s claimed by %s", call_id, token.session.connection_id)

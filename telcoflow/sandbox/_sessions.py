@@ -78,12 +78,13 @@ class ControlSession:
 class AgentMedia:
     """An agent's media connection to one call (the server role of the media plane)."""
 
-    def __init__(
-        self, call: SimCall, conn: WebSocketConnection, sample_rate: int, audio_mode: AudioMode
-    ) -> None:
+    def __init__(self, call: SimCall, conn: WebSocketConnection, session: ControlSession) -> None:
         self.call = call
         self.conn = conn
-        self.audio_mode = audio_mode
+        #: The control connection whose offer this media connection claimed.
+        self.session = session
+        self.audio_mode = session.audio_mode
+        sample_rate = session.sample_rate
         self.proto = MediaProtocol(Role.SERVER, sample_rate=sample_rate)
         self.frame_bytes = self.proto.frame_bytes
         self.capacity = sample_rate * 2 * PLAYOUT_MS // 1000
