@@ -20,6 +20,7 @@ from anyio.streams.tls import TLSListener
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Ping, Pong, Request, TextMessage
 
+import telcoflow._net._websocket as websocket_module
 from telcoflow._net import (
     CLOSE_TIMEOUT,
     MAX_MESSAGE_BYTES,
@@ -740,8 +741,37 @@ async def test_abort_wakes_a_task_blocked_in_receive() -> None:
     assert [c.code for c in closed] == [1006]
 
 
-async def test_a_send_cancelled_mid_write_closes_the_connection() -> None:
-    """Part of a frame may be on the wire: the stream is unusable, and says so."""
+async def test_a_cancelled_send_finishes_its_frame_and_the_connection_stays_usable() -> None:
+    """Half a frame on the wire would ruin the stream, so a cancelled send completes first."""
+    async with open_pair() as (client, server):
+        with anyio.fail_after(WAIT):
+            # 4 MiB in 8 messages (each under MAX_MESSAGE_BYTES): more than socket buffers hold
+            frames: list[str | bytes] = [bytes([i]) * 524_288 for i in range(8)]
+            received: list[str | bytes] = []
+            peer_reads = anyio.Event()
+
+            async def read_when_told() -> None:
+                await peer_reads.wait()
+                for _ in frames:
+                    received.append(await server.receive())
+
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(read_when_told)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(client.send_many, frames)
+                    await anyio.wait_all_tasks_blocked()
+                    tg.cancel_scope.cancel()
+                    peer_reads.set()  # only now does the peer read: the write must still finish
+            assert received == frames
+            assert client.closed is None
+            await client.send("next")
+            assert await server.receive() == "next"
+
+
+async def test_a_send_to_a_peer_that_never_reads_gives_up_after_the_write_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(websocket_module, "WRITE_TIMEOUT", 0.3)
     async with serve_loopback(handshake_only) as server:
         with anyio.fail_after(WAIT):
             client = await connect_websocket(server.url())
@@ -749,9 +779,10 @@ async def test_a_send_cancelled_mid_write_closes_the_connection() -> None:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(client.send, b"\x00" * 32_000_000)  # more than socket buffers
                     await anyio.wait_all_tasks_blocked()
-                    tg.cancel_scope.cancel()
+                    tg.cancel_scope.cancel()  # deferred until the write gives up
                 assert client.closed is not None
                 assert client.closed.code == 1006
+                assert "stalled" in client.closed.reason
                 with pytest.raises(ConnectionClosed):
                     await client.send("next")
                 with finishes_within(CLOSE_TIMEOUT / 2):
