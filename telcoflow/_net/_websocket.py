@@ -330,6 +330,21 @@ async def connect_websocket(
     :class:`ConnectFailed` for everything else that stops the connection.
     """
     tls, host, port, host_header, target = _split_url(url)
+    ws = WSConnection(ConnectionType.CLIENT)
+    request = Request(
+        host=host_header,
+        target=target,
+        extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+    )
+    try:
+        handshake = ws.send(request)
+    except Exception:
+        # h11's message quotes the offending value, which may be a credential: name only which.
+        names = ", ".join(k for k, _ in headers)
+        raise ConnectFailed(
+            f"cannot build the upgrade request for {url}: a header ({names}) or the URL has "
+            f"characters HTTP does not allow"
+        ) from None
     try:
         stream: anyio.abc.ByteStream
         if tls:
@@ -344,13 +359,7 @@ async def connect_websocket(
     except (OSError, ssl.SSLError) as exc:
         raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
     try:
-        ws = WSConnection(ConnectionType.CLIENT)
-        request = Request(
-            host=host_header,
-            target=target,
-            extra_headers=[(k.encode(), v.encode()) for k, v in headers],
-        )
-        await stream.send(ws.send(request))
+        await stream.send(handshake)
         await _await_accept(stream, ws)
     except BaseException as exc:
         await anyio.aclose_forcefully(stream)

@@ -58,6 +58,18 @@ DEFAULT_API_KEY = "sandbox-api-key"
 DEFAULT_CONNECTOR_UUID = "00000000-0000-4000-8000-000000000001"
 
 
+class _QuietTLSListener(TLSListener):
+    """A refused TLS client (untrusted certificate, plain TCP) is routine for a test server:
+    log it in one line, not with a traceback at ERROR as anyio's default does."""
+
+    @staticmethod
+    async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream) -> None:
+        await anyio.aclose_forcefully(stream)
+        if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
+            raise exc
+        logger.info("sandbox: TLS handshake failed: %s", exc)
+
+
 @attrs.frozen
 class Connector:
     """An (API key, connector uuid) pair the sandbox accepts."""
@@ -151,7 +163,9 @@ class Sandbox:
             sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
             self.port = int(sockname[1])
         if self.tls:
-            listener = TLSListener(listener, self._server_ssl_context(), standard_compatible=False)
+            listener = _QuietTLSListener(
+                listener, self._server_ssl_context(), standard_compatible=False
+            )
         self._listener = listener
         tg = anyio.create_task_group()
         await tg.__aenter__()

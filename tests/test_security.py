@@ -1,0 +1,235 @@
+"""Secrets stay secret (logs, reprs, errors) and media tokens are single-use, bound and expiring."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+
+import anyio
+import pytest
+
+import telcoflow.sandbox._server as sandbox_server
+from telcoflow import (
+    TelcoflowClient,
+    TelcoflowClientConfig,
+    WSSAuthenticationError,
+    WSSError,
+    events,
+)
+from telcoflow._core import CallIncoming, ControlProtocol, Role, Setup
+from telcoflow._net import HandshakeRejected, WebSocketConnection, connect_websocket
+from telcoflow.sandbox import CalleeSpec, Sandbox, tone_pcm
+
+from .conftest import WAIT, CallInbox
+
+pytestmark = pytest.mark.anyio
+
+
+class Secrets:
+    """Every secret a run handled, to search for afterwards."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+
+    def add(self, value: str) -> None:
+        self.values.append(value)
+
+    def found_in(self, text: str) -> list[str]:
+        return [s for s in self.values if s and s in text]
+
+
+@pytest.fixture
+def recorded_tokens(monkeypatch: pytest.MonkeyPatch) -> Secrets:
+    """Records every media token the sandbox mints."""
+    minted = Secrets()
+    real = secrets.token_urlsafe
+
+    def token_urlsafe(n: int | None = None) -> str:
+        token = real(n)
+        minted.add(token)
+        return token
+
+    monkeypatch.setattr(sandbox_server.secrets, "token_urlsafe", token_urlsafe)
+    return minted
+
+
+async def test_no_secret_in_logs_reprs_or_errors_at_debug(
+    recorded_tokens: Secrets, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # everything, every logger
+    seen = Secrets()
+    texts: list[str] = []
+    async with Sandbox(tls=True) as sb:
+        assert sb.client_key_path is not None
+        key_pem = await anyio.Path(sb.client_key_path).read_text()
+        # the key's base64 body, line by line: no part of it may leak
+        for line in key_pem.splitlines():
+            if not line.startswith("-----"):
+                seen.add(line)
+        seen.add(sb.api_key)
+        bad_key = "definitely-wrong-key-" + secrets.token_hex(8)
+        seen.add(bad_key)
+
+        api = TelcoflowClientConfig.sandbox(
+            api_key=sb.api_key,
+            connector_uuid=sb.connector_uuid,
+            base_url=sb.base_url,
+            ca_path=sb.ca_path,
+        )
+        mtls = TelcoflowClientConfig.production(
+            cert_path=sb.client_cert_path or "",
+            key_path=sb.client_key_path,
+            ca_path=sb.ca_path,
+            base_url=sb.base_url,
+        )
+        texts += [repr(api), str(api), repr(mtls)]
+        for config in (api, mtls):
+            async with TelcoflowClient(config) as client:
+                inbox = CallInbox(client)
+                sim = await sb.create_call(callee=CalleeSpec(answer_after_s=0.1))
+                call = await inbox.next()
+                texts += [repr(client), repr(call), repr(call.stats)]
+                await call.answer()
+                await call.send_audio(tone_pcm(660, 24000, 0.1))
+                await call.connect(ring_time_seconds=5)
+                with anyio.fail_after(WAIT):
+                    await sim.wait_for(lambda c: c.stats.agent_bytes_received > 0)
+                await call.close()
+                with pytest.raises(WSSError) as closed:
+                    await call.answer()
+                texts.append(str(closed.value))
+                inbox.close()
+
+        refused = TelcoflowClientConfig.sandbox(
+            api_key=bad_key,
+            connector_uuid=sb.connector_uuid,
+            base_url=sb.base_url,
+            ca_path=sb.ca_path,
+        )
+        texts.append(repr(refused))
+        with pytest.raises(WSSAuthenticationError) as auth:
+            async with TelcoflowClient(refused):
+                pass
+        texts += [str(auth.value), repr(auth.value)]
+
+    seen.values += recorded_tokens.values
+    assert len(recorded_tokens.values) >= 2  # one media token per call at least
+    for record in caplog.records:
+        texts.append(record.getMessage())
+        if record.exc_info and record.exc_info[1] is not None:
+            texts.append(repr(record.exc_info[1]))
+    texts.append(caplog.text)
+    leaks = {secret for text in texts for secret in seen.found_in(text)}
+    assert not leaks, f"secrets leaked: {sorted(s[:6] + '...' for s in leaks)}"
+    assert any("call.answer" in r.getMessage() for r in caplog.records)  # DEBUG really was on
+
+
+async def test_call_incoming_repr_hides_the_media_token() -> None:
+    offer = CallIncoming("c1", "+1", "+2", "MT", "ws://x/v1/agent/media/c1", "tok-SECRET", 0.0)
+    assert "tok-SECRET" not in repr(offer)
+
+
+# --- media tokens --------------------------------------------------------------------------------
+
+
+async def _control(sandbox: Sandbox) -> WebSocketConnection:
+    conn = await connect_websocket(
+        f"{sandbox.base_url}/v1/agent/control",
+        headers=[("x-api-key", sandbox.api_key), ("x-connector-uuid", sandbox.connector_uuid)],
+    )
+    return conn
+
+
+@pytest.fixture
+async def offers(sandbox: Sandbox) -> AsyncIterator[Callable[[], anyio.abc.AsyncResource]]:
+    """A raw control connection (no SDK): yields a function placing a call and returning its
+    offer, to use its media token by hand."""
+    conn = await _control(sandbox)
+    proto = ControlProtocol(Role.CLIENT)
+    with anyio.fail_after(WAIT):
+        await conn.send(proto.send(Setup()))
+        proto.receive(await conn.receive())
+
+    async def offer() -> CallIncoming:
+        await sandbox.create_call()
+        with anyio.fail_after(WAIT):
+            msg = proto.receive(await conn.receive())
+        assert isinstance(msg, CallIncoming)
+        return msg
+
+    yield offer  # type: ignore[misc]
+    await conn.aclose()
+
+
+async def _media(offer: CallIncoming, url: str | None = None, token: str | None = None) -> None:
+    token = offer.media_token if token is None else token
+    headers = [("authorization", f"Bearer {token}")] if token else []
+    conn = await connect_websocket(url or offer.media_url, headers=headers)
+    await conn.aclose()
+
+
+async def test_media_token_is_single_use(offers: Callable[[], object]) -> None:
+    offer: CallIncoming = await offers()  # type: ignore[misc]
+    await _media(offer)
+    with pytest.raises(HandshakeRejected) as info:
+        await _media(offer)
+    assert info.value.status_code == 401
+
+
+async def test_media_token_is_bound_to_its_call(offers: Callable[[], object]) -> None:
+    first: CallIncoming = await offers()  # type: ignore[misc]
+    second: CallIncoming = await offers()  # type: ignore[misc]
+    with pytest.raises(HandshakeRejected) as info:
+        await _media(first, url=second.media_url)
+    assert info.value.status_code == 401
+
+
+@pytest.mark.parametrize("token", ["", "guess", "Bearer"])
+async def test_missing_or_wrong_media_token_is_refused(
+    offers: Callable[[], object], token: str
+) -> None:
+    offer: CallIncoming = await offers()  # type: ignore[misc]
+    with pytest.raises(HandshakeRejected) as info:
+        await _media(offer, token=token)
+    assert info.value.status_code == 401
+    assert "token" in info.value.body
+
+
+async def test_media_token_expires(
+    offers: Callable[[], object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sandbox_server, "TOKEN_TTL_S", -1.0)  # expired the moment it is minted
+    offer: CallIncoming = await offers()  # type: ignore[misc]
+    with pytest.raises(HandshakeRejected) as info:
+        await _media(offer)
+    assert info.value.status_code == 401
+
+
+async def test_tls_is_verified_by_default(
+    make_config: Callable[..., TelcoflowClientConfig],
+) -> None:
+    async with Sandbox(tls=True) as sb:
+        config = TelcoflowClientConfig.sandbox(
+            api_key=sb.api_key, connector_uuid=sb.connector_uuid, base_url=sb.base_url
+        )
+        with pytest.raises(WSSError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            async with TelcoflowClient(config):
+                pass
+
+
+async def test_call_terminated_event_names_no_secret(
+    sandbox: Sandbox, inbox: CallInbox, recorded_tokens: Secrets
+) -> None:
+    sim = await sandbox.create_call()
+    call = await inbox.next()
+    reasons: list[str] = []
+    done = anyio.Event()
+    call.on(events.CALL_TERMINATED, reasons.append)
+    call.on(events.CALL_TERMINATED, done.set)
+    await call.answer()
+    await sim.hangup_caller()
+    with anyio.fail_after(WAIT):
+        await done.wait()
+    assert reasons == ["caller_hangup"]
+    assert not recorded_tokens.found_in(repr(call) + call.call_id + str(call.termination_reason))
