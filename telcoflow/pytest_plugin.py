@@ -1,0 +1,76 @@
+"""pytest plugin (registered by entry point): fixtures to test a voice agent on the sandbox.
+
+Mark tests ``@pytest.mark.anyio`` (anyio's pytest plugin runs them on asyncio, or trio with the
+``anyio_backend`` fixture). Fixtures:
+
+- ``telcoflow_sandbox``: a running :class:`~telcoflow.sandbox.Sandbox`;
+- ``telcoflow_config``: a :class:`~telcoflow.TelcoflowClientConfig` pointing at it;
+- ``telcoflow_client``: a connected :class:`~telcoflow.TelcoflowClient`;
+- ``telcoflow_inbox``: a :class:`~telcoflow.testing.CallInbox` of the client's calls;
+- ``place_call``: ``await place_call(caller=Voice.tone(440), ...)`` places a simulated call.
+
+Assertions on what parties heard are in :mod:`telcoflow.testing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from .client import TelcoflowClient
+from .config import TelcoflowClientConfig
+from .sandbox import Sandbox, SimCall
+from .testing import CallInbox
+
+__all__ = [
+    "place_call",
+    "telcoflow_client",
+    "telcoflow_config",
+    "telcoflow_inbox",
+    "telcoflow_sandbox",
+]
+
+
+@pytest.fixture
+async def telcoflow_sandbox() -> AsyncIterator[Sandbox]:
+    """A sandbox on a free loopback port, for this test."""
+    async with Sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def telcoflow_config(telcoflow_sandbox: Sandbox) -> TelcoflowClientConfig:
+    """Client configuration for the test's sandbox (API-key auth, 24 kHz, mixed audio)."""
+    return TelcoflowClientConfig.sandbox(
+        api_key=telcoflow_sandbox.api_key,
+        connector_uuid=telcoflow_sandbox.connector_uuid,
+        base_url=telcoflow_sandbox.base_url,
+    )
+
+
+@pytest.fixture
+async def telcoflow_client(
+    telcoflow_config: TelcoflowClientConfig,
+) -> AsyncIterator[TelcoflowClient]:
+    """A client connected to the test's sandbox; register your agent with ``client.on``."""
+    async with TelcoflowClient(telcoflow_config) as client:
+        yield client
+
+
+@pytest.fixture
+def telcoflow_inbox(telcoflow_client: TelcoflowClient) -> Iterator[CallInbox]:
+    """The calls offered to ``telcoflow_client``, in order: ``call = await inbox.next()``."""
+    with CallInbox(telcoflow_client) as inbox:
+        yield inbox
+
+
+@pytest.fixture
+def place_call(telcoflow_sandbox: Sandbox) -> Callable[..., Awaitable[SimCall]]:
+    """``await place_call(**CallSpec fields)`` places a simulated inbound call."""
+
+    async def place(**fields: Any) -> SimCall:
+        return await telcoflow_sandbox.create_call(**fields)
+
+    return place

@@ -1,0 +1,66 @@
+"""The pytest plugin, as a user's test suite sees it (a separate pytest run, entry point loaded)."""
+
+from __future__ import annotations
+
+import pytest
+
+USER_TESTS = """
+import anyio
+import pytest
+
+from telcoflow import events
+from telcoflow.sandbox import CalleeSpec, Voice, tone_pcm
+from telcoflow.testing import assert_commands, assert_heard_tone, assert_silent, heard
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+async def greeter(call):
+    await call.answer()
+    await call.send_audio(tone_pcm(660, call.sample_rate, 0.5))
+    await call.connect(ring_time_seconds=5)
+    await call.close()
+
+
+async def test_agent_greets_then_hands_over(telcoflow_client, telcoflow_inbox, place_call):
+    telcoflow_client.on(events.INCOMING_CALL, greeter)
+    sim = await place_call(callee=CalleeSpec(answer_after_s=0.6, voice=Voice.tone(880)))
+    with anyio.fail_after(10):
+        await sim.wait_for(lambda c: c.agent_mode is None and c.state.value == "CONNECTED"
+                           and len(c.commands) == 3)
+        await sim.wait_for(lambda c: len(c.recordings["caller"]) >= 2 * 24000 * 2)
+    assert_commands(sim, ["call.answer", "call.connect", "call.close"])
+    assert_heard_tone(sim, 660, party="caller", at_least_s=0.3)
+    assert_heard_tone(sim, 880, party="caller", at_least_s=0.2)
+    assert_silent(heard(sim, "callee", 0, 0.3))
+
+
+async def test_inbox_takes_calls_one_by_one(telcoflow_inbox, place_call):
+    first = await place_call()
+    second = await place_call()
+    assert (await telcoflow_inbox.next()).call_id == first.call_id
+    assert (await telcoflow_inbox.next()).call_id == second.call_id
+
+
+async def test_assertions_fail_readably(place_call, telcoflow_inbox):
+    sim = await place_call()
+    call = await telcoflow_inbox.next()
+    await call.answer()
+    with anyio.fail_after(10):
+        await sim.wait_for(lambda c: len(c.recordings["caller"]) >= 24000)
+    with pytest.raises(AssertionError, match="heard 1000 Hz for 0.0 s"):
+        assert_heard_tone(sim, 1000, party="agent")
+    with pytest.raises(AssertionError, match="agent sent"):
+        assert_commands(sim, ["call.connect"])
+"""
+
+
+def test_plugin_fixtures_and_assertions_in_a_user_suite(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_user_agent=USER_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-q")
+    result.assert_outcomes(passed=6)
