@@ -10,7 +10,7 @@ import logging as _logging
 from . import events, exceptions
 from ._version import __version__
 from .call import ActiveCall, CallStats
-from .client import TelcoflowClient
+from .client import IncomingCalls, TelcoflowClient
 from .config import ReconnectPolicy, TelcoflowClientConfig
 from .events import AgentMode, AudioMode, CallEvent, CallState, ClientEvent, TerminationReason
 from .exceptions import (
@@ -38,6 +38,7 @@ __all__ = [
     "CallState",
     "CallStats",
     "ClientEvent",
+    "IncomingCalls",
     "ReconnectPolicy",
     "TelcoflowClient",
     "TelcoflowClientConfig",

@@ -70,11 +70,12 @@ MAX_RING_TIME_SECONDS = 120
 
 
 class CallStats:
-    """Counters of one call: audio each way, drops, protocol errors."""
+    """Counters of one call: audio each way, drops, protocol errors, command latencies."""
 
     __slots__ = (
         "bytes_received",
         "bytes_sent",
+        "command_latencies_ms",
         "dropped_inbound_chunks",
         "frames_received",
         "protocol_errors",
@@ -86,9 +87,22 @@ class CallStats:
         self.frames_received = 0
         self.dropped_inbound_chunks = 0
         self.protocol_errors = 0
+        #: Round-trip time of each answered command, in milliseconds, by command name.
+        self.command_latencies_ms: dict[str, list[float]] = {}
+
+    def latency(self, command: str) -> dict[str, float] | None:
+        """``{"count", "p50", "max"}`` of a command's latencies (ms), or None if never answered."""
+        samples = sorted(self.command_latencies_ms.get(command, ()))
+        if not samples:
+            return None
+        return {"count": len(samples), "p50": samples[len(samples) // 2], "max": samples[-1]}
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)}" for name in self.__slots__)
+        fields = ", ".join(
+            f"{name}={getattr(self, name)}"
+            for name in self.__slots__
+            if name != "command_latencies_ms"
+        )
         return f"CallStats({fields})"
 
 
@@ -188,6 +202,13 @@ class ActiveCall:
         self._io_scope: anyio.CancelScope | None = None
         self._terminated = anyio.Event()
         self.stats = CallStats()
+        # Playback accounting from the server's credit: its playout buffer holds `capacity`
+        # bytes (the largest credit it ever granted at once), so capacity - credit is what it
+        # still has to play, and every grant beyond the first is room that playing freed.
+        self._capacity = 0
+        self._granted = 0
+        self._dropped = 0
+        self._progress = anyio.Event()
 
     def __repr__(self) -> str:
         return (
@@ -251,6 +272,37 @@ class ActiveCall:
     def is_active(self) -> bool:
         """True until the call has ended for the agent."""
         return self._termination_reason is None
+
+    # --- playback position -----------------------------------------------------------------------
+
+    @property
+    def playout_pending_bytes(self) -> int:
+        """Audio the server holds and has not played yet (from its credit accounting)."""
+        return max(0, self._capacity - self._proto.credit)
+
+    @property
+    def played_bytes(self) -> int:
+        """Audio the server has played to the call so far (interrupted audio not counted).
+
+        Derived from the credit it grants back as it plays, so it lags real playout by at most
+        one frame and one network round trip.
+        """
+        return max(0, self._granted - self._capacity - self._dropped)
+
+    @property
+    def played_seconds(self) -> float:
+        """:attr:`played_bytes` in seconds at the call's sample rate."""
+        return self.played_bytes / (2 * self.sample_rate)
+
+    async def wait_played(self) -> None:
+        """Wait until everything queued so far has been played (or the call ended): hang up
+        after the last sentence, not during it."""
+        while self._termination_reason is None and (self._out or self.playout_pending_bytes):
+            await self._progress.wait()
+
+    def _notify_progress(self) -> None:
+        self._progress.set()
+        self._progress = anyio.Event()
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -339,6 +391,7 @@ class ActiveCall:
         command_id, wire = self._proto.command(command, max(1, int(timeout * 1000)), data)
         waiter = self._waiters[command_id] = _Waiter()
         logger.debug("call %s: -> %s (%s)", self.call_id, command.value, command_id)
+        started = anyio.current_time()
         try:
             try:
                 await self._conn.send(wire)
@@ -360,6 +413,8 @@ class ActiveCall:
             if command in _FAILED_EVENT:
                 self._emit(_FAILED_EVENT[command], error)
             raise error
+        latency = (anyio.current_time() - started) * 1000
+        self.stats.command_latencies_ms.setdefault(command.value, []).append(latency)
         if isinstance(outcome, WSSCallError):
             raise outcome
         return outcome.response.result
@@ -412,11 +467,13 @@ class ActiveCall:
 
     # --- audio -----------------------------------------------------------------------------------
 
-    async def send_audio(self, pcm: bytes) -> None:
+    async def send_audio(self, pcm: bytes, *, wait: bool = False) -> None:
         """Queue PCM16 mono audio at the call's sample rate; it is sent as the server grants credit.
 
         Raises :class:`BufferFullError` past ``send_buffer_bytes`` (nothing is queued),
         :class:`BufferClosedError` once the call has ended and ``ValueError`` for an odd length.
+        With ``wait=True`` it waits for room instead of raising ``BufferFullError`` (audio
+        longer than the buffer is queued piece by piece as it drains).
         """
         if self._termination_reason is not None:
             raise BufferClosedError(f"call {self.call_id} has ended; audio not queued")
@@ -426,13 +483,30 @@ class ActiveCall:
         if n & 1:
             raise ValueError(f"audio of {n} bytes is not whole 16-bit samples (odd length)")
         queued = len(self._out)
-        if queued + n > self._out_capacity:
+        if queued + n <= self._out_capacity:
+            self._out += pcm
+            self._wake_sender.set()
+            return
+        if not wait:
             raise BufferFullError(
                 f"call {self.call_id}: {n} bytes do not fit in the send buffer "
                 f"({queued} of {self._out_capacity} bytes queued)"
             )
-        self._out += pcm
-        self._wake_sender.set()
+        view = memoryview(pcm)
+        pos = 0
+        while pos < n:
+            if self._termination_reason is not None:
+                raise BufferClosedError(
+                    f"call {self.call_id} ended with {n - pos} bytes of audio not queued"
+                )
+            room = (self._out_capacity - len(self._out)) & ~1
+            if room <= 0:
+                await self._progress.wait()
+                continue
+            take = min(room, n - pos)
+            self._out += view[pos : pos + take]
+            pos += take
+            self._wake_sender.set()
 
     def get_send_audio_buffer_size(self) -> int:
         """Bytes queued locally and not yet sent."""
@@ -445,6 +519,8 @@ class ActiveCall:
         plays after the interruption.
         """
         self._out.clear()
+        self._dropped += self.playout_pending_bytes
+        self._notify_progress()
         await self._command(Command.INTERRUPT)
 
     def audio_stream(
@@ -485,6 +561,7 @@ class ActiveCall:
         self._emit(events.CALL_TERMINATED, reason)
         self._events_send.close()
         self._terminated.set()
+        self._notify_progress()
         if self._io_scope is not None:
             self._io_scope.cancel()
         if self._on_ended is not None:
@@ -545,6 +622,7 @@ class ActiveCall:
             except ConnectionClosed:
                 return
             stats.bytes_sent += sum(len(f) for f in frames) - len(frames)
+            self._notify_progress()
 
     async def _read_loop(self) -> None:
         conn, proto, stats, queues = self._conn, self._proto, self.stats, self._queues
@@ -580,7 +658,10 @@ class ActiveCall:
                             stats.dropped_inbound_chunks,
                         )
             elif isinstance(event, BufferRequest):
+                self._granted += event.requested_bytes
+                self._capacity = max(self._capacity, proto.credit)
                 self._wake_sender.set()
+                self._notify_progress()
             elif isinstance(event, CommandCompleted):
                 self._complete(event)
             elif isinstance(event, CallTerminatedEvent):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import ssl
 import sys
+from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -49,7 +50,7 @@ from .exceptions import WSSAuthenticationError, WSSConnectionError, WSSError, WS
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["TelcoflowClient"]
+__all__ = ["IncomingCalls", "TelcoflowClient"]
 
 logger = logging.getLogger("telcoflow.control_connection")
 
@@ -57,6 +58,46 @@ SDK_VERSION_HEADER = ("x-sdk-version", f"telcoflow-python/{__version__}")
 
 #: On exit, how long each call gets to leave politely (``call.close``) before it is torn down.
 LEAVE_TIMEOUT = 3.0
+
+#: Calls offered and not yet taken from :meth:`TelcoflowClient.incoming_calls`; past this the
+#: consumer is not keeping up and further calls are released to be offered elsewhere.
+MAX_PENDING_INCOMING = 1000
+
+
+class IncomingCalls:
+    """``async for call in client.incoming_calls():``, an alternative to the ``INCOMING_CALL``
+    decorator. Ends when the client disconnects; calls the loop has not taken by then are left
+    to the client's shutdown."""
+
+    def __init__(self) -> None:
+        self._calls: deque[ActiveCall] = deque()
+        self._changed = anyio.Event()
+        self._closed = False
+
+    def _offer(self, call: ActiveCall) -> bool:
+        if self._closed or len(self._calls) >= MAX_PENDING_INCOMING:
+            return False
+        self._calls.append(call)
+        self._changed.set()
+        return True
+
+    def _close(self) -> None:
+        self._closed = True
+        self._changed.set()
+
+    def __aiter__(self) -> IncomingCalls:
+        return self
+
+    async def __anext__(self) -> ActiveCall:
+        while True:
+            while self._calls:
+                call = self._calls.popleft()
+                if call.is_active:
+                    return call
+            if self._closed:
+                raise StopAsyncIteration
+            self._changed = anyio.Event()
+            await self._changed.wait()
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -96,6 +137,9 @@ class TelcoflowClient:
         self._ssl: ssl.SSLContext | None = None
         self._control_proto = ControlProtocol(Role.CLIENT)
         self.connection_id: str | None = None
+        self._iterators: list[IncomingCalls] = []
+        self._draining = False
+        self._calls_changed = anyio.Event()
         #: How many times the control connection was re-established after a loss.
         self.reconnects = 0
 
@@ -121,6 +165,35 @@ class TelcoflowClient:
     def calls(self) -> list[ActiveCall]:
         """The active calls."""
         return list(self._calls.values())
+
+    def incoming_calls(self) -> IncomingCalls:
+        """The calls offered from now on, as an async iterator (instead of ``on``)::
+
+        async for call in client.incoming_calls():
+            tg.start_soon(agent, call)
+        """
+        iterator = IncomingCalls()
+        self._iterators.append(iterator)
+        return iterator
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking new calls, let the active ones finish for up to ``timeout`` seconds, then
+        close what is left (the agent leaves) and disconnect. For rolling deploys: the server
+        offers new calls to the connector's other connections meanwhile."""
+        logger.info("draining: no new calls; %d active", len(self._calls))
+        self._draining = True
+        try:
+            if self._supervisor is not None:
+                self._supervisor.cancel()
+            control, self._control = self._control, None
+            if control is not None:
+                await control.aclose(1001, "draining")
+            with anyio.move_on_after(timeout):
+                while self._calls or self._opening:
+                    await self._calls_changed.wait()
+        finally:
+            self._draining = False
+            await self._shutdown()
 
     @property
     def connected(self) -> bool:
@@ -357,6 +430,9 @@ class TelcoflowClient:
                 logger.debug("ignoring unknown control frame type %r", msg.type)
 
     def _offered(self, offer: CallIncoming) -> None:
+        if self._draining:
+            logger.info("call %s offered while draining; not taken", offer.call_id)
+            return
         if offer.call_id in self._calls or offer.call_id in self._opening:
             logger.debug("call %s offered again; already ours", offer.call_id)
             return
@@ -380,17 +456,27 @@ class TelcoflowClient:
                 return
             finally:
                 del self._opening[offer.call_id]
+                self._notify_calls()
         if scope.cancelled_caught:
             return
         call = ActiveCall(offer, self.config, conn, on_ended=self._call_ended)
         self._calls[offer.call_id] = call
+        self._notify_calls()
         await call._serve(self._incoming_call)
 
     async def _incoming_call(self, call: ActiveCall) -> None:
+        for iterator in self._iterators:
+            if not iterator._offer(call):
+                logger.warning("call %s: incoming_calls() consumer is not keeping up", call.call_id)
         await self._handlers.fire(events.INCOMING_CALL, call, logger, f"call {call.call_id}")
 
     def _call_ended(self, call: ActiveCall) -> None:
         self._calls.pop(call.call_id, None)
+        self._notify_calls()
+
+    def _notify_calls(self) -> None:
+        self._calls_changed.set()
+        self._calls_changed = anyio.Event()
 
     async def _leave(self, call: ActiveCall) -> None:
         """The agent leaves ``call``: politely where the state allows, then locally."""
@@ -405,6 +491,9 @@ class TelcoflowClient:
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
             self._stop(self._fatal)
+            for iterator in self._iterators:
+                iterator._close()
+            self._iterators.clear()
             if self._supervisor is not None:
                 self._supervisor.cancel()
             for scope in list(self._opening.values()):

@@ -114,9 +114,10 @@ class AgentMedia:
         await self.send([self.proto.grant(self.capacity)])
 
     def regrant(self) -> str | None:
-        """Credit for the room the playout buffer has, once it is worth a frame."""
+        """Credit for the room the playout buffer has, once it is worth a frame or the buffer
+        has run dry (so the agent's credit tells it, to the byte, that all it sent has played)."""
         room = self.capacity - len(self.playout) - self.proto.credit
-        if room >= self.frame_bytes:
+        if room >= self.frame_bytes or (room > 0 and not self.playout):
             return self.proto.grant(room)
         return None
 
