@@ -1,4 +1,5 @@
-"""The ``telcoflow`` command: ``demo`` and ``sandbox serve``."""
+"""The ``telcoflow`` command: ``demo``, ``sandbox serve`` and the client subcommands of a
+running sandbox (``sandbox call|calls|hangup|recording``, in ``_sandbox_cli``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from ._sandbox_cli import add_commands as add_sandbox_client_commands
 from ._version import __version__
 
 __all__ = ["main"]
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--tls", action="store_true", help="serve wss:// with a generated CA")
     serve.set_defaults(func=_serve)
+    add_sandbox_client_commands(sandbox_commands)
     return parser
 
 

@@ -173,6 +173,8 @@ class SimCall:
         """What ``party`` (caller, callee or agent) heard, as PCM16 at the call's sample rate."""
         if party not in PARTIES:
             raise ValueError(f"party must be one of {', '.join(PARTIES)}, not {party!r}")
+        if self.sample_rate is None and self._record:  # never offered: silence all along
+            return bytes(frame_bytes_for(DEFAULT_RATE) * self._ticks_before_rate)
         return bytes(self.recordings[party])
 
     def recording_wav(self, party: str) -> bytes:
