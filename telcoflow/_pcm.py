@@ -1,4 +1,5 @@
-"""Audio for simulated parties: sources (silence, tone, WAV), mixing, WAV files, tone detection.
+"""PCM16 helpers shared by the sandbox and telcoflow.audio: sources (silence, tone, WAV), mixing,
+WAV files, tone detection.
 
 Pure Python (``array``), so the sandbox needs no numeric libraries. PCM16 little-endian mono.
 """

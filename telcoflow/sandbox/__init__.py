@@ -5,7 +5,7 @@ PROTOCOL.md and the HTTP API of SANDBOX.md on one port; ``telcoflow sandbox serv
 from the command line.
 """
 
-from ._audio import mix, read_wav, resample, rms, tone_level, tone_pcm, write_wav
+from .._pcm import mix, read_wav, resample, rms, tone_level, tone_pcm, write_wav
 from ._call import CallStats, SimCall
 from ._server import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID, Connector, Sandbox
 from ._spec import CalleeSpec, CallSpec, Voice

@@ -28,7 +28,7 @@ from .._core import (
     allowed_commands,
     frame_bytes_for,
 )
-from ._audio import AudioSource, Silence, mix, write_wav
+from .._pcm import AudioSource, Silence, mix, write_wav
 from ._sessions import AgentMedia, ControlSession
 from ._spec import CallSpec
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from ._audio import AudioSource, Silence, Tone, WavSource, read_wav
+from .._pcm import AudioSource, Silence, Tone, WavSource, read_wav
 
 __all__ = ["CallSpec", "CalleeSpec", "Voice"]
 
