@@ -1,48 +1,54 @@
-"""An echo agent: answers every call and sends back what it hears.
+"""Echo bot: answers every call and sends back what it hears, until the caller hangs up.
 
-Run a sandbox in one terminal and the agent in another:
+    python examples/echo_agent.py --demo                  # one simulated call, offline
+    python examples/echo_agent.py --demo --backend trio   # the same agent on trio
 
-    telcoflow sandbox serve
+Against a server (``telcoflow sandbox serve`` runs one; place calls with
+``telcoflow sandbox call``):
+
     TELCOFLOW_BASE_URL=ws://127.0.0.1:8765 python examples/echo_agent.py
-
-then place a call: ``curl -X POST http://127.0.0.1:8765/sandbox/calls``.
-Runs on asyncio by default; ``python examples/echo_agent.py trio`` runs it on trio.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-import anyio
+import _harness
 
-from telcoflow.sandbox import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID
-from telcoflow_sdk import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
+from telcoflow.sandbox import CallSpec, Voice
+from telcoflow_sdk import ActiveCall, BufferClosedError
+
+log = logging.getLogger("echo")
 
 
-async def on_call(call: ActiveCall) -> None:
-    call.on(events.CALL_TERMINATED, lambda reason: print(f"{call.call_id}: ended ({reason})"))
+async def agent(call: ActiveCall) -> None:
+    """Answer, then echo every chunk; the audio stream ends when the call does."""
     await call.answer()
-    print(f"{call.call_id}: answered call from {call.caller_number}")
-    async for chunk in call.audio_stream():
-        await call.send_audio(chunk)
+    log.info("%s: answered %s; echoing", call.call_id, call.caller_number)
+    try:
+        async for chunk in call.audio_stream():
+            await call.send_audio(chunk)
+    except BufferClosedError:
+        pass  # the call ended between hearing a chunk and echoing it
+    log.info("%s: call over (%s)", call.call_id, call.termination_reason)
 
 
-async def main() -> None:
-    config = TelcoflowClientConfig.sandbox(
-        api_key=os.environ.get("TELCOFLOW_API_KEY", DEFAULT_API_KEY),
-        connector_uuid=os.environ.get("TELCOFLOW_CONNECTOR_UUID", DEFAULT_CONNECTOR_UUID),
-    )
-    async with TelcoflowClient(config) as client:
-        client.on(events.INCOMING_CALL, on_call)
-        print(f"echo agent connected to {config.base_url}; waiting for calls (Ctrl-C stops)")
-        await client.run_forever()
+# --- demo: one call, the caller speaks a 440 Hz tone and hangs up after 2 s ----------------------
+
+CALLER_HZ = 440
+
+
+async def demo(d: _harness.Demo) -> None:
+    spec = CallSpec(caller=Voice.tone(CALLER_HZ), caller_hangup_after_s=2.0)
+    sim = await d.call(spec, agent, "the caller hums 440 Hz and hangs up after 2 s")
+    d.describe(sim, {CALLER_HZ: "the caller's voice"})
+    echoed = d.heard_s(sim, "caller", CALLER_HZ)
+    d.check("the caller heard its own voice echoed back", echoed >= 1.0, f"{echoed:.1f} s")
+    d.check_commands(sim, ["call.answer"])
+    d.check("the caller ended the call", sim.ended_reason == "caller_hangup", str(sim.ended_reason))
+    print(f"Echo latency measured by the sandbox (ms): {sim.stats.latency()}\n")
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    try:
-        anyio.run(main, backend=sys.argv[1] if len(sys.argv) > 1 else "asyncio")
-    except KeyboardInterrupt:
-        pass
+    sys.exit(_harness.main(_harness.parser(__doc__).parse_args(), agent, demo))
