@@ -283,15 +283,18 @@ class WebSocketConnection:
             await self._close_stream()
 
     async def _drain_until_close(self) -> None:
-        while not self._close_received.is_set():
+        while True:
+            # Frames already read (the peer's close may have come with the last message) first.
+            for event in self._events:
+                if isinstance(event, CloseConnection):
+                    self._close_received.set()
+                    return
             try:
                 data = await self._stream.receive(RECEIVE_BYTES)
             except _STREAM_ERRORS:
                 return
             self._ws.receive_data(data)
-            for event in self._ws.events():
-                if isinstance(event, CloseConnection):
-                    self._close_received.set()
+            self._events = self._ws.events()
 
     async def abort(self) -> None:
         """Drop the connection without a close handshake (dead peer, local teardown)."""
