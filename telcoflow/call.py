@@ -200,6 +200,10 @@ class ActiveCall:
             else {CHANNEL_MIXED: _AudioQueue(size)}
         )
         self._io_scope: anyio.CancelScope | None = None
+        # The call's tasks are shielded from the client's cancellation: on exit the client first
+        # lets each call leave politely and deliver CALL_TERMINATED, then cancels this scope.
+        self._scope = anyio.CancelScope(shield=True)
+        self._events_done = anyio.Event()
         self._terminated = anyio.Event()
         self.stats = CallStats()
         # Playback accounting from the server's credit: its playout buffer holds `capacity`
@@ -570,6 +574,10 @@ class ActiveCall:
     async def _serve(self, handler: Callable[[ActiveCall], Any] | None) -> None:
         """Run the call: I/O tasks until it ends, then deliver pending events; the application's
         handler runs beside them and may outlive the media connection."""
+        with self._scope:
+            await self._supervise(handler)
+
+    async def _supervise(self, handler: Callable[[ActiveCall], Any] | None) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._dispatch_events)
@@ -583,6 +591,10 @@ class ActiveCall:
                         io.start_soon(self._heartbeat)
                         await self._read_loop()
                         io.cancel_scope.cancel()
+                # The call is over for the agent: answer the server's close now, not once the
+                # application's handler (which may linger) returns.
+                self._terminate(events.TerminationReason.MEDIA_LOST.value)
+                await self._conn.aclose()
         finally:
             self._terminate(events.TerminationReason.MEDIA_LOST.value)
             await self._conn.aclose()
@@ -597,11 +609,19 @@ class ActiveCall:
                 await result
         except Exception:
             logger.exception("call %s: INCOMING_CALL handler raised", self.call_id)
+        except anyio.get_cancelled_exc_class():
+            if anyio.current_effective_deadline() == -math.inf:
+                raise  # our own scopes are cancelling: let it through
+            # asyncio's task.cancel() aimed at the handler alone: the call goes on without it.
+            logger.info("call %s: INCOMING_CALL handler was cancelled", self.call_id)
 
     async def _dispatch_events(self) -> None:
-        async with self._events_receive:
-            async for name, payload in self._events_receive:
-                await self._handlers.fire(name, payload, logger, f"call {self.call_id}")
+        try:
+            async with self._events_receive:
+                async for name, payload in self._events_receive:
+                    await self._handlers.fire(name, payload, logger, f"call {self.call_id}")
+        finally:
+            self._events_done.set()
 
     async def _heartbeat(self) -> None:
         try:

@@ -128,6 +128,8 @@ class TelcoflowClient:
         self.config = config
         self._handlers = HandlerRegistry((e.value for e in events.ClientEvent), "client")
         self._calls: dict[str, ActiveCall] = {}
+        #: Calls whose tasks still run (an ended call's handler may still be finishing up).
+        self._serving: set[ActiveCall] = set()
         self._opening: dict[str, anyio.CancelScope] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._control: WebSocketConnection | None = None
@@ -221,11 +223,12 @@ class TelcoflowClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tg, self._tg = self._tg, None
+        tg = self._tg
         assert tg is not None
         try:
             await self._shutdown()
         finally:
+            self._tg = None
             tg.cancel_scope.cancel()
             await self._exit_task_group(tg)
 
@@ -430,6 +433,9 @@ class TelcoflowClient:
                 logger.debug("ignoring unknown control frame type %r", msg.type)
 
     def _offered(self, offer: CallIncoming) -> None:
+        if self._stopped.is_set() or self._tg is None:
+            logger.info("call %s offered while shutting down; left ringing", offer.call_id)
+            return
         if self._draining:
             logger.info("call %s offered while draining; not taken", offer.call_id)
             return
@@ -459,10 +465,17 @@ class TelcoflowClient:
                 self._notify_calls()
         if scope.cancelled_caught:
             return
+        if self._stopped.is_set():  # opened just as the client shut down: leave it ringing
+            await conn.aclose()
+            return
         call = ActiveCall(offer, self.config, conn, on_ended=self._call_ended)
         self._calls[offer.call_id] = call
+        self._serving.add(call)
         self._notify_calls()
-        await call._serve(self._incoming_call)
+        try:
+            await call._serve(self._incoming_call)
+        finally:
+            self._serving.discard(call)
 
     async def _incoming_call(self, call: ActiveCall) -> None:
         for iterator in self._iterators:
@@ -479,14 +492,21 @@ class TelcoflowClient:
         self._calls_changed = anyio.Event()
 
     async def _leave(self, call: ActiveCall) -> None:
-        """The agent leaves ``call``: politely where the state allows, then locally."""
-        if call.state in (CallState.ANSWERED, CallState.CONNECTED):
-            with anyio.move_on_after(LEAVE_TIMEOUT):
+        """The agent leaves ``call``: politely where the state allows (waiting for the server's
+        ``call.terminated``, so the call ends with the server's reason), then locally; then its
+        handlers see ``CALL_TERMINATED`` before its tasks are cancelled."""
+        with anyio.move_on_after(LEAVE_TIMEOUT):
+            if call.is_active and call.state in (CallState.ANSWERED, CallState.CONNECTED):
                 try:
                     await call.close()
                 except WSSError as exc:
                     logger.debug("call %s: close on exit failed: %s", call.call_id, exc)
+            if call.is_active and call.state is CallState.DISCONNECTED:
+                await call.wait_terminated()  # closed by us or the app; the event is on its way
         await call.force_disconnect()
+        with anyio.move_on_after(LEAVE_TIMEOUT):
+            await call._events_done.wait()
+        call._scope.cancel()
 
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -501,6 +521,8 @@ class TelcoflowClient:
             async with anyio.create_task_group() as tg:
                 for call in list(self._calls.values()):
                     tg.start_soon(self._leave, call)
+            for call in list(self._serving):  # ended calls whose handlers still run
+                call._scope.cancel()
             control, self._control = self._control, None
             if control is not None:
                 await control.aclose()
