@@ -28,3 +28,34 @@ def typecheck(session: nox.Session) -> None:
     """mypy, strict on the package (checked as Python 3.10, hence the backport's stubs)."""
     session.install("-e", ".[test]", "mypy==2.4.1", "exceptiongroup")
     session.run("mypy")
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Many echo calls for minutes; fails if memory, descriptors or tasks grow (not a default).
+
+    ``nox -s soak -- --minutes 10 --concurrency 50 --backend trio --json``
+    """
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Echo benchmark: ours on asyncio and trio, the official SDK and a bare floor (not a default).
+
+    ``nox -s bench`` runs every workload and writes the table to ``benchmarks/README.md``;
+    arguments replace that: ``nox -s bench -- --n 10,50 --seconds 10 --kinds ours-trio,official``.
+    The official SDK (``telcoflow`` 1.0.0 from the registry) has our import name, so it gets a
+    virtual environment of its own beside this session's.
+    """
+    import pathlib
+
+    session.install("-e", ".[test]")
+    official = pathlib.Path(session.virtualenv.location).parent / "official-sdk"
+    python = official / "bin" / "python"
+    if not python.exists():
+        session.run("python", "-m", "venv", str(official))
+    session.run(str(python), "-m", "pip", "install", "-q", "telcoflow==1.0.0", external=True)
+    args = session.posargs or ["--readme"]
+    session.run("python", "benchmarks/bench.py", "--official-python", str(python), *args)
