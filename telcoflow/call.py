@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from . import events
 from ._core import (
@@ -64,6 +65,13 @@ _FAILED_EVENT = {
     Command.CONNECT: events.CALL_CONNECT_FAILED,
 }
 _DONE_EVENT = {Command.ANSWER: events.CALL_ANSWERED, Command.CONNECT: events.CALL_CONNECTED}
+
+#: Frames per socket write at most: 1 s of 20 ms frames, so a burst of credit is sent in a few
+#: writes, and a server asking for tiny frames cannot stall the event loop with one huge write.
+MAX_FRAMES_PER_WRITE = 50
+
+#: Bad frames logged at WARNING per call; the rest at DEBUG (all are counted in stats).
+LOUD_ERRORS = 10
 
 #: The longest ring time ``connect`` accepts (PROTOCOL.md).
 MAX_RING_TIME_SECONDS = 120
@@ -135,13 +143,16 @@ class _AudioQueue:
         self.receive.close()
 
     def put(self, chunk: bytes) -> bool:
-        """Queue ``chunk``; False if the oldest chunk had to be dropped for it."""
+        """Queue ``chunk``; False if the oldest chunk had to be dropped for it (or the call has
+        ended and the chunk is dropped)."""
         try:
             self.send.send_nowait(chunk)
             return True
         except anyio.WouldBlock:
             self.receive.receive_nowait()
             self.send.send_nowait(chunk)
+            return False
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return False
 
 
@@ -397,11 +408,13 @@ class ActiveCall:
         logger.debug("call %s: -> %s (%s)", self.call_id, command.value, command_id)
         started = anyio.current_time()
         try:
-            try:
-                await self._conn.send(wire)
-            except ConnectionClosed:
-                raise self._closed_error(command) from None
+            # The send is inside the timeout too: a server that stops reading must not hold a
+            # command past its timeout (the frame stays queued; a late answer is ignored).
             with anyio.move_on_after(timeout):
+                try:
+                    await self._conn.send(wire)
+                except ConnectionClosed:
+                    raise self._closed_error(command) from None
                 await waiter.done.wait()
         finally:
             del self._waiters[command_id]
@@ -633,7 +646,7 @@ class ActiveCall:
         proto, out, conn, stats = self._proto, self._out, self._conn, self.stats
         while self._termination_reason is None:
             self._wake_sender = anyio.Event()
-            frames = proto.take_audio(out)
+            frames = proto.take_audio(out, MAX_FRAMES_PER_WRITE)
             if not frames:
                 await self._wake_sender.wait()
                 continue
@@ -643,10 +656,12 @@ class ActiveCall:
                 return
             stats.bytes_sent += sum(len(f) for f in frames) - len(frames)
             self._notify_progress()
+            if len(frames) == MAX_FRAMES_PER_WRITE:
+                await anyio.lowlevel.checkpoint()  # more to send: let other tasks run first
 
     async def _read_loop(self) -> None:
         conn, proto, stats, queues = self._conn, self._proto, self.stats, self._queues
-        while True:
+        while self._termination_reason is None:
             try:
                 raw = await conn.receive()
             except ConnectionClosed as closed:
@@ -660,7 +675,9 @@ class ActiveCall:
                 event = proto.receive(raw)
             except ProtocolError as exc:
                 stats.protocol_errors += 1
-                logger.warning("call %s: ignoring bad frame: %s", self.call_id, exc)
+                # A broken or hostile server could send thousands: warn about the first few.
+                level = logging.WARNING if stats.protocol_errors <= LOUD_ERRORS else logging.DEBUG
+                logger.log(level, "call %s: ignoring bad frame: %s", self.call_id, exc)
                 continue
             if isinstance(event, AudioFrame):
                 queue = queues.get(event.channel)

@@ -59,6 +59,13 @@ SDK_VERSION_HEADER = ("x-sdk-version", f"telcoflow-python/{__version__}")
 #: On exit, how long each call gets to leave politely (``call.close``) before it is torn down.
 LEAVE_TIMEOUT = 3.0
 
+#: Media connections being opened at once at most; offers beyond are left to be offered again
+#: (a server flooding offers at an address that never answers cannot pile up tasks and sockets).
+MAX_OPENING_CALLS = 64
+
+#: Bad control frames logged at WARNING per connection; the rest at DEBUG.
+LOUD_ERRORS = 10
+
 #: Calls offered and not yet taken from :meth:`TelcoflowClient.incoming_calls`; past this the
 #: consumer is not keeping up and further calls are released to be offered elsewhere.
 MAX_PENDING_INCOMING = 1000
@@ -413,12 +420,15 @@ class TelcoflowClient:
 
     async def _read_control(self, conn: WebSocketConnection) -> None:
         proto = self._control_proto
+        bad = 0
         while True:
             raw = await conn.receive()
             try:
                 msg = proto.receive(raw)
             except ProtocolError as exc:
-                logger.warning("ignoring bad control frame: %s", exc)
+                bad += 1
+                level = logging.WARNING if bad <= LOUD_ERRORS else logging.DEBUG
+                logger.log(level, "ignoring bad control frame: %s", exc)
                 continue
             if isinstance(msg, CallIncoming):
                 self._offered(msg)
@@ -441,6 +451,13 @@ class TelcoflowClient:
             return
         if offer.call_id in self._calls or offer.call_id in self._opening:
             logger.debug("call %s offered again; already ours", offer.call_id)
+            return
+        if len(self._opening) >= MAX_OPENING_CALLS:
+            logger.warning(
+                "call %s not taken: %d media connections already opening",
+                offer.call_id,
+                len(self._opening),
+            )
             return
         logger.info("call %s offered (from %s)", offer.call_id, offer.from_number)
         assert self._tg is not None

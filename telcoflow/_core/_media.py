@@ -124,12 +124,16 @@ class MediaProtocol:
         """Commands sent and not yet answered (client), or received and not answered (server)."""
         return list(self._open)
 
-    def take_audio(self, buffer: bytearray) -> list[bytes]:
+    def take_audio(self, buffer: bytearray, max_frames: int | None = None) -> list[bytes]:
         """Client: cut as much of ``buffer`` as credit allows into wire frames, removing it.
 
-        Frames are ``frame_bytes`` long except possibly the last; only whole samples are sent.
+        Frames are ``frame_bytes`` long except possibly the last; only whole samples are sent;
+        at most ``max_frames`` frames (a server asking for tiny frames cannot make one call cut
+        its whole buffer into thousands of frames at once).
         """
         available = min(len(buffer), self.credit) & ~1
+        if max_frames is not None:
+            available = min(available, max_frames * self.frame_bytes)
         if available <= 0:
             return []
         size = self.frame_bytes

@@ -50,6 +50,10 @@ logger = logging.getLogger("telcoflow.websocket")
 #: most a few KiB); a peer sending more is broken or hostile, and buffering it costs memory.
 MAX_MESSAGE_BYTES = 1024 * 1024
 
+#: Fragments of one message at most. Peers fragment a message into a few frames if at all; a
+#: message of a million 1-byte fragments would cost ~50 MB of list entries for 1 MB of payload.
+MAX_FRAGMENTS = 1024
+
 #: How long a clean close waits for the peer's close frame before dropping the socket.
 CLOSE_TIMEOUT = 2.0
 
@@ -78,10 +82,13 @@ class WebSocketConnection:
         self._events: Iterable[Event] = ws.events()
         self._fragments: list[str | bytes] = []
         self._fragment_bytes = 0
+        self._fragment_count = 0
         self._pongs: deque[anyio.Event] = deque()
         self._closed: ConnectionClosed | None = None
         self._close_received = anyio.Event()
         self._reading = False
+        #: Set when the reader leaves receive() or sees the peer's close frame.
+        self._reader_changed = anyio.Event()
         self._stream_closed = False
         #: Socket writes made and frames sent, to see coalescing at work.
         self.writes = 0
@@ -196,17 +203,20 @@ class WebSocketConnection:
             raise self._closed from exc  # type: ignore[misc]
         finally:
             self._reading = False
+            self._reader_changed.set()
 
     async def _handle(self, event: Event) -> str | bytes | None:
         if isinstance(event, (TextMessage, BytesMessage)):
             data: str | bytes = (
                 bytes(event.data) if isinstance(event.data, bytearray) else event.data
             )
-            if event.message_finished and not self._fragments:
+            if event.message_finished and not self._fragment_count:
                 return data  # the common case: one frame, one message
-            self._fragments.append(data)
+            if data:  # empty fragments cost nothing kept, but still count toward MAX_FRAGMENTS
+                self._fragments.append(data)
             self._fragment_bytes += len(data)
-            if self._fragment_bytes > MAX_MESSAGE_BYTES:
+            self._fragment_count += 1
+            if self._fragment_bytes > MAX_MESSAGE_BYTES or self._fragment_count > MAX_FRAGMENTS:
                 self._fragments.clear()
                 self._reading = False  # this task collects the peer's close reply itself
                 await self.aclose(1009, "message too big")
@@ -214,6 +224,7 @@ class WebSocketConnection:
             if not event.message_finished:
                 return None
             parts, self._fragments, self._fragment_bytes = self._fragments, [], 0
+            self._fragment_count = 0
             if isinstance(event, TextMessage):
                 return "".join(parts)  # type: ignore[arg-type]
             return b"".join(parts)  # type: ignore[arg-type]
@@ -230,6 +241,7 @@ class WebSocketConnection:
             return None
         if isinstance(event, CloseConnection):
             self._close_received.set()
+            self._reader_changed.set()
             state = self._ws.state
             if state is ConnectionState.REMOTE_CLOSING or state is ConnectionState.OPEN:
                 # OPEN: wsproto found a protocol error in the peer's frames (1002/1007) and
@@ -275,12 +287,19 @@ class WebSocketConnection:
                     pass
                 else:
                     with anyio.move_on_after(CLOSE_TIMEOUT):
-                        if self._reading:
-                            await self._close_received.wait()
-                        else:
-                            await self._drain_until_close()
+                        await self._await_close_reply()
             self._set_closed(ConnectionClosed(code, reason))
             await self._close_stream()
+
+    async def _await_close_reply(self) -> None:
+        """Wait for the peer's close frame: read by the reader task while there is one, else
+        (no reader, or it left, e.g. cancelled) read here."""
+        while not self._close_received.is_set():
+            if not self._reading:
+                await self._drain_until_close()
+                return
+            changed = self._reader_changed = anyio.Event()
+            await changed.wait()
 
     async def _drain_until_close(self) -> None:
         while True:
@@ -306,13 +325,17 @@ class WebSocketConnection:
 
 
 def _split_url(url: str) -> tuple[bool, str, int, str, str]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port_given = parts.port
+    except ValueError as exc:  # a bad IPv6 literal, a port out of range, ...
+        raise ConnectFailed(f"URL {url!r} cannot be parsed: {exc}") from None
     if parts.scheme not in ("ws", "wss"):
         raise ConnectFailed(f"URL scheme must be ws:// or wss://, not {parts.scheme!r}")
     if not parts.hostname:
         raise ConnectFailed(f"URL {url!r} has no host")
     tls = parts.scheme == "wss"
-    port = parts.port or (443 if tls else 80)
+    port = port_given or (443 if tls else 80)
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
@@ -334,12 +357,12 @@ async def connect_websocket(
     """
     tls, host, port, host_header, target = _split_url(url)
     ws = WSConnection(ConnectionType.CLIENT)
-    request = Request(
-        host=host_header,
-        target=target,
-        extra_headers=[(k.encode(), v.encode()) for k, v in headers],
-    )
     try:
+        request = Request(
+            host=host_header,
+            target=target,
+            extra_headers=[(k.encode(), v.encode()) for k, v in headers],
+        )
         handshake = ws.send(request)
     except Exception:
         # h11's message quotes the offending value, which may be a credential: name only which.
@@ -359,8 +382,8 @@ async def connect_websocket(
             )
         else:
             stream = await anyio.connect_tcp(host, port)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConnectFailed(f"cannot connect to {host}:{port}: {exc}") from exc
+    except (*_STREAM_ERRORS, ssl.SSLError) as exc:  # EndOfStream: hung up during TLS handshake
+        raise ConnectFailed(f"cannot connect to {host}:{port}: {exc!r}") from exc
     try:
         await stream.send(handshake)
         await _await_accept(stream, ws)
