@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import pytest
 
-from telcoflow import ActiveCall, TelcoflowClient, TelcoflowClientConfig, events
+from telcoflow import TelcoflowClient, TelcoflowClientConfig
 from telcoflow.sandbox import Sandbox
+from telcoflow.testing import CallInbox
+
+__all__ = ["WAIT", "CallInbox", "serving"]
 
 #: Every wait in a test is bounded by this; a test that hits it fails instead of hanging.
 WAIT = 10.0
@@ -40,22 +43,6 @@ def make_config(sandbox: Sandbox) -> Callable[..., TelcoflowClientConfig]:
     return make
 
 
-class CallInbox:
-    """Collects the calls a client is offered, in order, for a test to take one by one."""
-
-    def __init__(self, client: TelcoflowClient) -> None:
-        self.send, self.receive = anyio.create_memory_object_stream[ActiveCall](100)
-        client.on(events.INCOMING_CALL, self.send.send_nowait)
-
-    async def next(self, timeout: float = WAIT) -> ActiveCall:
-        with anyio.fail_after(timeout):
-            return await self.receive.receive()
-
-    def close(self) -> None:
-        self.send.close()
-        self.receive.close()
-
-
 @pytest.fixture
 async def client(
     make_config: Callable[..., TelcoflowClientConfig],
@@ -65,7 +52,16 @@ async def client(
 
 
 @pytest.fixture
-def inbox(client: TelcoflowClient) -> CallInbox:
-    box = CallInbox(client)
-    yield box  # type: ignore[misc]
-    box.close()
+def inbox(client: TelcoflowClient) -> Iterator[CallInbox]:
+    with CallInbox(client) as box:
+        yield box
+
+
+@asynccontextmanager
+async def serving(
+    config: TelcoflowClientConfig,
+) -> AsyncIterator[tuple[TelcoflowClient, CallInbox]]:
+    """A client of its own (custom options), with an inbox of the calls it is offered."""
+    async with TelcoflowClient(config) as client:
+        with CallInbox(client) as inbox:
+            yield client, inbox

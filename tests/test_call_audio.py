@@ -6,13 +6,12 @@ from __future__ import annotations
 import random
 from array import array
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
 import pytest
 
-from telcoflow import CallState, TelcoflowClient, TelcoflowClientConfig
+from telcoflow import CallState, TelcoflowClientConfig
 from telcoflow.events import AgentMode
 from telcoflow.exceptions import BufferClosedError, BufferFullError
 from telcoflow.sandbox import (
@@ -26,7 +25,7 @@ from telcoflow.sandbox import (
     write_wav,
 )
 
-from .conftest import WAIT, CallInbox
+from .conftest import WAIT, CallInbox, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -41,19 +40,6 @@ AGENT_HZ = 1000
 #: A tone a party hears measures about 0.25 (TONE_AMPLITUDE); one it does not hear, about 0.
 HEARD = 0.1
 NOT_HEARD = 0.01
-
-
-@asynccontextmanager
-async def serving(
-    config: TelcoflowClientConfig,
-) -> AsyncIterator[tuple[TelcoflowClient, CallInbox]]:
-    """A client of its own (custom options), with an inbox of the calls it is offered."""
-    async with TelcoflowClient(config) as client:
-        inbox = CallInbox(client)
-        try:
-            yield client, inbox
-        finally:
-            inbox.close()
 
 
 def seconds(s: float, rate: int = RATE) -> int:

@@ -6,20 +6,19 @@ own (not imported from the SDK) so that the SDK and the sandbox are both checked
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from telcoflow import ActiveCall, CallState, TelcoflowClient, TelcoflowClientConfig, events
+from telcoflow import ActiveCall, CallState, TelcoflowClientConfig, events
 from telcoflow.events import AgentMode, CallEvent
 from telcoflow.exceptions import WSSCallClosedError, WSSCallCommandError
 from telcoflow.sandbox import CalleeSpec, CallSpec, Sandbox, SimCall
 
-from .conftest import WAIT, CallInbox
+from .conftest import WAIT, CallInbox, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -59,19 +58,6 @@ MODE_OF = {
 
 #: A callee that picks up at once, so that reaching CONNECTED is quick.
 QUICK_CALLEE = CallSpec(callee=CalleeSpec(answer_after_s=0.05))
-
-
-@asynccontextmanager
-async def serving(
-    config: TelcoflowClientConfig,
-) -> AsyncIterator[tuple[TelcoflowClient, CallInbox]]:
-    """A client of its own (custom options), with an inbox of the calls it is offered."""
-    async with TelcoflowClient(config) as client:
-        inbox = CallInbox(client)
-        try:
-            yield client, inbox
-        finally:
-            inbox.close()
 
 
 LIVE_CASES = [
