@@ -78,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``telcoflow`` console script."""
     args = _parser().parse_args(argv)
+    if args.backend == "trio":
+        try:
+            import trio  # noqa: F401
+        except ImportError:
+            hint = 'pip install "telcoflow[trio]"'
+            print(f"telcoflow: trio is not installed; {hint}", file=sys.stderr)
+            return 2
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
