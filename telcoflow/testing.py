@@ -56,6 +56,11 @@ class CallInbox:
         with anyio.fail_after(timeout):
             return await self._receive.receive()
 
+    def next_nowait(self) -> ActiveCall:
+        """The next offered call if one is waiting; ``anyio.WouldBlock`` if none (to assert
+        that nothing else was offered)."""
+        return self._receive.receive_nowait()
+
     def close(self) -> None:
         self._send.close()
         self._receive.close()

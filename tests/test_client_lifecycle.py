@@ -262,7 +262,7 @@ async def test_control_reconnect_keeps_calls_and_redelivers_ringing_ones(
         await call_b.answer()
         assert sim_b.state is CallState.ANSWERED
         with pytest.raises(anyio.WouldBlock):
-            inbox.receive.receive_nowait()
+            inbox.next_nowait()
         assert [c.call_id for c in client.calls] == [call_b.call_id]
 
 
