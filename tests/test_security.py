@@ -7,6 +7,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 
 import anyio
+import attrs
 import pytest
 
 import telcoflow.sandbox._server as sandbox_server
@@ -233,3 +234,35 @@ async def test_call_terminated_event_names_no_secret(
         await done.wait()
     assert reasons == ["caller_hangup"]
     assert not recorded_tokens.found_in(repr(call) + call.call_id + str(call.termination_reason))
+
+
+async def test_connect_timeout_equal_to_the_ring_time_yields_the_ring_outcome(
+    sandbox: Sandbox, offers: Callable[[], object]
+) -> None:
+    """The official SDK sends connect's timeout_ms equal to the ring time: the callee's
+    outcome (here: no answer) must win over TIMEOUT."""
+    from telcoflow._core import Command, CommandCompleted, MediaProtocol
+
+    offer: CallIncoming = await offers()  # type: ignore[misc]
+    sim = sandbox.get_call(offer.call_id)
+    assert sim is not None
+    conn = await connect_websocket(
+        offer.media_url, headers=[("authorization", f"Bearer {offer.media_token}")]
+    )
+    proto = MediaProtocol(Role.CLIENT)
+    sim.spec = attrs.evolve(sim.spec, callee=CalleeSpec(answer=False))
+    try:
+        with anyio.fail_after(WAIT):
+            for command, timeout_ms, data in (
+                (Command.ANSWER, 5000, None),
+                (Command.CONNECT, 1000, {"ringTimeSeconds": 1}),
+            ):
+                await conn.send(proto.command(command, timeout_ms, data)[1])
+                while not isinstance(
+                    event := proto.receive(await conn.receive()), CommandCompleted
+                ):
+                    pass
+            assert event.command is Command.CONNECT
+            assert event.response.error_code == "CALL_UNANSWERED"
+    finally:
+        await conn.aclose()

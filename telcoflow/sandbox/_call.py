@@ -8,6 +8,7 @@ the call's timeline. Commands change the state through the table shared with the
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -334,8 +335,13 @@ class SimCall:
     ) -> None:
         callee = self.spec.callee
         failure: tuple[str, str] | None = None
+        # The ring's own outcome comes within the ring time: a timeout_ms at least that long
+        # (the official SDK sends exactly the ring time) must not race it into TIMEOUT.
+        limit = req.timeout_ms / 1000
+        if limit >= ring_s:
+            limit = math.inf
         try:
-            with anyio.move_on_after(req.timeout_ms / 1000) as timer:
+            with anyio.move_on_after(limit) as timer:
                 if callee.decline:
                     await anyio.sleep(min(DECLINE_AFTER_S, ring_s))
                     failure = ("CALL_REJECTED", "the callee declined")
