@@ -6,10 +6,14 @@ Each line is one JSON object on stdout; ``bench.py`` reads them.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import gc
 import json
 import resource
+import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 __all__ = ["LAG_PROBE_S", "Probe", "Tally", "print_done", "print_ready", "print_window"]
@@ -115,3 +119,46 @@ def print_done(kind: str, tally: Tally) -> None:
         **tally.to_json(),
     }
     print(json.dumps(line), flush=True)
+
+
+Control = Callable[[argparse.Namespace, Tally, "set[asyncio.Task[None]]"], Awaitable[None]]
+
+
+async def measure_lag(probe: Probe) -> None:
+    """Record how late the asyncio loop wakes a sleeper: the client's scheduling lag."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(LAG_PROBE_S)
+        probe.lag(loop.time() - t - LAG_PROBE_S)
+
+
+async def _run(control: Control, args: argparse.Namespace, tally: Tally) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    probe = Probe()
+    loop.add_signal_handler(signal.SIGUSR1, print_window, probe)
+    tasks: set[asyncio.Task[None]] = set()
+    ctl = asyncio.create_task(control(args, tally, tasks))
+    prober = asyncio.create_task(measure_lag(probe))
+    await stop.wait()
+    for task in [ctl, prober, *tasks]:
+        task.cancel()
+    await asyncio.gather(ctl, prober, *tasks, return_exceptions=True)
+
+
+def serve_asyncio(kind: str, control: Control, description: str, argv: list[str] | None) -> int:
+    """The main of a plain-asyncio benchmark client: parse the common options, run ``control``
+    until SIGTERM/SIGINT (SIGUSR1 prints a window sample), then print the final report."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--api-key", default="sandbox-api-key")
+    parser.add_argument("--connector-uuid", default="00000000-0000-4000-8000-000000000001")
+    parser.add_argument("--sample-rate", type=int, default=24000)
+    args = parser.parse_args(argv)
+    tally = Tally()
+    asyncio.run(_run(control, args, tally))
+    print_done(kind, tally)
+    return 0

@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 
-from _report import LAG_PROBE_S, Probe, Tally, print_done, print_ready, print_window
+from _report import Tally, print_ready, serve_asyncio
 from websockets.asyncio.client import connect  # the official SDK's dependency
 
 # The official SDK, from its own virtual environment: not this project's package of that name.
@@ -87,41 +86,8 @@ async def control(args: argparse.Namespace, tally: Tally, tasks: set[asyncio.Tas
                 task.add_done_callback(tasks.discard)
 
 
-async def measure_lag(probe: Probe) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        t = loop.time()
-        await asyncio.sleep(LAG_PROBE_S)
-        probe.lag(loop.time() - t - LAG_PROBE_S)
-
-
-async def run(args: argparse.Namespace, tally: Tally) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    probe = Probe()
-    loop.add_signal_handler(signal.SIGUSR1, print_window, probe)
-    tasks: set[asyncio.Task[None]] = set()
-    ctl = asyncio.create_task(control(args, tally, tasks))
-    prober = asyncio.create_task(measure_lag(probe))
-    await stop.wait()
-    for task in [ctl, prober, *tasks]:
-        task.cancel()
-    await asyncio.gather(ctl, prober, *tasks, return_exceptions=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base-url", required=True)
-    parser.add_argument("--api-key", default="sandbox-api-key")
-    parser.add_argument("--connector-uuid", default="00000000-0000-4000-8000-000000000001")
-    parser.add_argument("--sample-rate", type=int, default=24000)
-    args = parser.parse_args(argv)
-    tally = Tally()
-    asyncio.run(run(args, tally))
-    print_done(KIND, tally)
-    return 0
+    return serve_asyncio(KIND, control, __doc__.split("\n\n")[0], argv)
 
 
 if __name__ == "__main__":
