@@ -5,6 +5,7 @@ The only ring with I/O. Shared by the client facades and the sandbox server.
 
 from ._backoff import Backoff
 from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
+from ._streams import open_listener
 from ._tls import client_ssl_context
 from ._websocket import (
     CLOSE_TIMEOUT,
@@ -25,4 +26,5 @@ __all__ = [
     "WebSocketConnection",
     "client_ssl_context",
     "connect_websocket",
+    "open_listener",
 ]

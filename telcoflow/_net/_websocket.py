@@ -1,9 +1,11 @@
 """A WebSocket over any anyio byte stream, framed by wsproto; client and server roles.
 
 One task reads (:meth:`WebSocketConnection.receive`); any number of tasks send. Pings are answered
-by the reader as soon as they are parsed. Sends are serialised by one lock and coalesced: a task
-appends its frame to the outgoing buffer, and whoever holds the lock writes everything buffered in
-one ``send``, so several small frames ready at once cost one socket write.
+by the reader as soon as they are parsed. Sends are serialised and coalesced: a task appends its
+frame to the outgoing buffer and, unless another task is writing already, writes everything
+buffered in one ``send``; a task that finds a write under way waits for the writer, which keeps
+writing until the buffer is empty (its frame included). Several small frames ready at once cost
+one socket write, and an uncontended send costs no lock.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import ssl
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import anyio
@@ -34,6 +37,7 @@ from wsproto.utilities import LocalProtocolError as WsLocalProtocolError
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
+from ._streams import AsyncioStream, open_stream
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -77,7 +81,13 @@ class WebSocketConnection:
         self._ws = ws
         self.name = name
         self._outgoing = bytearray()
-        self._send_lock = anyio.Lock()
+        # Bytes queued and written since the start: a sender waits until its own are written.
+        self._queued_total = 0
+        self._written_total = 0
+        self._writing = False
+        self._write_failed = False
+        #: Set (and dropped) when a write ends; made only when a sender has to wait for one.
+        self._write_done: anyio.Event | None = None
         # Frames that arrived in the same read as the handshake are already in wsproto's buffer.
         self._events: Iterable[Event] = ws.events()
         self._fragments: list[str | bytes] = []
@@ -103,9 +113,11 @@ class WebSocketConnection:
 
     def _queue(self, event: Event) -> None:
         try:
-            self._outgoing += self._ws.send(event)
+            data = self._ws.send(event)
         except WsLocalProtocolError as exc:
             raise self._closed or ConnectionClosed(1006, f"cannot send: {exc}") from None
+        self._outgoing += data
+        self._queued_total += len(data)
 
     async def send(self, message: str | bytes) -> None:
         """Send one text (``str``) or binary (``bytes``) message."""
@@ -125,27 +137,75 @@ class WebSocketConnection:
         await self._flush()
 
     async def _flush(self) -> None:
-        async with self._send_lock:
-            if not self._outgoing:
-                return  # someone else wrote our frames along with theirs
-            data = bytes(self._outgoing)
-            self._outgoing.clear()
-            # A write cut short would leave half a frame on the wire and the connection useless,
-            # so a cancellation waits for the write to finish; a peer that does not take the
-            # bytes within WRITE_TIMEOUT is dead.
-            with anyio.CancelScope(shield=True) as scope:
-                scope.deadline = anyio.current_time() + WRITE_TIMEOUT
-                try:
-                    await self._stream.send(data)
-                except _STREAM_ERRORS as exc:
-                    reason = f"write failed: {type(exc).__name__}"
-                    self._set_closed(ConnectionClosed(1006, reason))
-                    raise self._closed from exc  # type: ignore[misc]
-            if scope.cancelled_caught:
-                self._set_closed(ConnectionClosed(1006, f"write stalled {WRITE_TIMEOUT:g} s"))
-                await self._abort()
+        mine = self._queued_total  # written once _written_total reaches this
+        while self._writing:
+            done = self._write_done
+            if done is None:
+                done = self._write_done = anyio.Event()
+            await done.wait()
+            if self._written_total >= mine:
+                return  # the writer wrote our frames along with its own
+            if self._write_failed:
                 raise self._closed  # type: ignore[misc]
-            self.writes += 1
+        if not self._outgoing:
+            return
+        self._writing = True
+        try:
+            while self._outgoing:
+                data = bytes(self._outgoing)
+                self._outgoing.clear()
+                await self._write(data)
+                self._written_total += len(data)
+                self._wake_waiters()
+        finally:
+            self._writing = False
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        done = self._write_done
+        if done is not None:
+            self._write_done = None
+            done.set()
+
+    async def _write(self, data: bytes) -> None:
+        stream = self._stream
+        handed_over = False
+        if isinstance(stream, AsyncioStream):
+            # The transport takes the bytes at once: nothing can cut the write short, and
+            # unless the peer lags WRITE_HIGH_WATER bytes behind there is nothing to wait for.
+            try:
+                if stream.send_nowait(data):
+                    self.writes += 1
+                    return
+            except _STREAM_ERRORS as exc:
+                self._write_failed_with(exc)
+            handed_over = True
+        # A write cut short would leave half a frame on the wire and the connection useless, so
+        # a cancellation waits for the write to finish; a peer that does not take the bytes
+        # within WRITE_TIMEOUT is dead.
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + WRITE_TIMEOUT
+            try:
+                if handed_over:
+                    assert isinstance(stream, AsyncioStream)
+                    await stream.drain()
+                else:
+                    await stream.send(data)
+            except _STREAM_ERRORS as exc:
+                self._write_failed_with(exc)
+        if scope.cancelled_caught:
+            self._outgoing.clear()
+            self._write_failed = True
+            self._set_closed(ConnectionClosed(1006, f"write stalled {WRITE_TIMEOUT:g} s"))
+            await self._abort()
+            raise self._closed  # type: ignore[misc]
+        self.writes += 1
+
+    def _write_failed_with(self, exc: BaseException) -> NoReturn:
+        self._outgoing.clear()
+        self._write_failed = True
+        self._set_closed(ConnectionClosed(1006, f"write failed: {type(exc).__name__}"))
+        raise self._closed from exc  # type: ignore[misc]
 
     async def ping(self, payload: bytes) -> anyio.Event:
         """Send a ping; the returned event is set when its pong (or any later one) arrives."""
@@ -372,16 +432,9 @@ async def connect_websocket(
             f"characters HTTP does not allow"
         ) from None
     try:
-        stream: anyio.abc.ByteStream
-        if tls:
-            stream = await anyio.connect_tcp(
-                host,
-                port,
-                ssl_context=ssl_context or ssl.create_default_context(),
-                tls_standard_compatible=False,
-            )
-        else:
-            stream = await anyio.connect_tcp(host, port)
+        stream = await open_stream(
+            host, port, (ssl_context or ssl.create_default_context()) if tls else None
+        )
     except (*_STREAM_ERRORS, ssl.SSLError) as exc:  # EndOfStream: hung up during TLS handshake
         raise ConnectFailed(f"cannot connect to {host}:{port}: {exc!r}") from exc
     try:

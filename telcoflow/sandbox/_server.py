@@ -35,7 +35,13 @@ from .._core import (
     Setup,
     SetupDone,
 )
-from .._net import ConnectFailed, ConnectionClosed, ServerHandshake, WebSocketConnection
+from .._net import (
+    ConnectFailed,
+    ConnectionClosed,
+    ServerHandshake,
+    WebSocketConnection,
+    open_listener,
+)
 from ._call import SimCall
 from ._faults import CommandFault, Fault, parse_fault
 from ._http import HttpApi, read_body, send_response
@@ -156,9 +162,7 @@ class Sandbox:
         return f"{host}:{self.port}"
 
     async def __aenter__(self) -> Sandbox:
-        listener: anyio.abc.Listener[Any] = await anyio.create_tcp_listener(
-            local_host=self.host, local_port=self.port
-        )
+        listener = await open_listener(self.host, self.port)
         if self.port == 0:
             sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
             self.port = int(sockname[1])

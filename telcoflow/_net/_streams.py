@@ -1,0 +1,342 @@
+"""Opening the TCP (and TLS) byte stream under a WebSocket, and a lean stream for asyncio.
+
+Under trio, anyio's socket stream is trio's socket, and it is used as is. Under asyncio, anyio's
+stream pauses the transport's reading whenever no ``receive`` is waiting and resumes it for the
+next one (two ``epoll_ctl`` system calls per read), and its writes wait for the kernel to take
+every byte, which costs a round trip through the event loop per send. A media connection reads
+and writes 50 small frames a second each way, so that is paid per frame. :class:`AsyncioStream`
+is the same anyio ``ByteStream`` over an asyncio protocol that keeps reading (up to
+``READ_HIGH_WATER`` bytes buffered) and hands writes to the transport's buffer, waiting only while
+that buffer is over ``WRITE_HIGH_WATER``. TLS is anyio's ``TLSStream`` over either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import sniffio
+from anyio.streams.tls import TLSStream
+
+__all__ = [
+    "READ_HIGH_WATER",
+    "WRITE_HIGH_WATER",
+    "AsyncioListener",
+    "AsyncioStream",
+    "open_listener",
+    "open_stream",
+]
+
+#: Bytes read ahead of the application before the transport stops reading (TCP backpressure).
+READ_HIGH_WATER = 256 * 1024
+
+#: Bytes the transport may hold unsent before a ``send`` waits for the peer to take some.
+WRITE_HIGH_WATER = 64 * 1024
+
+
+class _Protocol(asyncio.Protocol):
+    """Collects what the transport reads and tells the stream when it can read or write."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_connected: Callable[[asyncio.Transport, _Protocol], None] | None = None,
+    ) -> None:
+        self.loop = loop
+        self.on_connected = on_connected
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.reading_paused = False
+        self.eof = False
+        self.lost = False
+        self.error: BaseException | None = None
+        self.writing_paused = False
+        self.read_waiter: asyncio.Future[None] | None = None
+        self.write_waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.on_connected is not None:
+            self.on_connected(transport, self)
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > READ_HIGH_WATER and not self.reading_paused:
+            assert self.transport is not None
+            self.reading_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        return True  # keep the transport: we may still write (half-close), aclose() closes it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.error = exc
+        self._wake_reader()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self._wake_writer()
+
+    def _wake_reader(self) -> None:
+        waiter = self.read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_writer(self) -> None:
+        waiter = self.write_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class AsyncioStream(anyio.abc.ByteStream):
+    """A TCP connection as an anyio ``ByteStream`` over an asyncio transport (see the module)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closed = False
+        self._receiving = False
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> AsyncioStream:
+        """Open a TCP connection.
+
+        anyio connects (every address a name resolves to, raced as RFC 8305 has it, cleaned up
+        when cancelled; asyncio's own racing leaks a socket when cancelled on Python 3.11); then
+        the connected socket moves to a transport of ours. The peer has said nothing yet (the
+        client speaks first in HTTP and TLS), so nothing read is left behind.
+        """
+        anyio_stream = await anyio.connect_tcp(host, port)
+        try:
+            sock = anyio_stream.extra(anyio.abc.SocketAttribute.raw_socket).dup()
+        except BaseException:
+            await anyio.aclose_forcefully(anyio_stream)
+            raise
+        loop = asyncio.get_running_loop()
+        try:
+            await anyio.aclose_forcefully(anyio_stream)  # the duplicate keeps the connection
+            transport, protocol = await loop.connect_accepted_socket(lambda: _Protocol(loop), sock)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(transport, protocol)
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._receiving:
+            raise anyio.BusyResourceError("reading from")
+        if self._closed:
+            raise anyio.ClosedResourceError
+        protocol = self._protocol
+        if not protocol.chunks:
+            self._raise_if_unreadable()
+            waiter = protocol.read_waiter = protocol.loop.create_future()
+            self._receiving = True
+            try:
+                await waiter
+            finally:
+                self._receiving = False
+                protocol.read_waiter = None
+            if not protocol.chunks:
+                self._raise_if_unreadable()
+        # Data already read is returned without a trip through the event loop: the reader then
+        # waits (and yields) as soon as it has taken the at most READ_HIGH_WATER bytes buffered.
+        chunk = protocol.chunks.popleft()
+        if len(chunk) > max_bytes:
+            protocol.chunks.appendleft(chunk[max_bytes:])
+            chunk = chunk[:max_bytes]
+        protocol.buffered -= len(chunk)
+        if protocol.reading_paused and protocol.buffered <= READ_HIGH_WATER // 2:
+            protocol.reading_paused = False
+            self._transport.resume_reading()
+        return chunk
+
+    def _raise_if_unreadable(self) -> None:
+        protocol = self._protocol
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.eof:
+            raise anyio.EndOfStream
+        if protocol.lost:
+            if protocol.error is not None:
+                raise anyio.BrokenResourceError from protocol.error
+            raise anyio.EndOfStream
+
+    def send_nowait(self, item: bytes) -> bool:
+        """Hand ``item`` to the transport (it is sent now or as soon as the socket takes it);
+        False if the transport now holds more than ``WRITE_HIGH_WATER`` bytes unsent, and the
+        sender should :meth:`drain` before sending more."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        protocol = self._protocol
+        if protocol.lost or self._transport.is_closing():
+            raise anyio.BrokenResourceError from protocol.error
+        self._transport.write(item)
+        return not protocol.writing_paused
+
+    async def send(self, item: bytes) -> None:
+        if not self.send_nowait(item):
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until the transport holds no more than ``WRITE_HIGH_WATER`` bytes unsent."""
+        protocol = self._protocol
+        while protocol.writing_paused and not protocol.lost:
+            waiter = protocol.write_waiter = protocol.loop.create_future()
+            try:
+                await waiter
+            finally:
+                protocol.write_waiter = None
+        if protocol.lost and protocol.error is not None:
+            raise anyio.BrokenResourceError from protocol.error
+
+    async def send_eof(self) -> None:
+        if self._transport.can_write_eof() and not self._transport.is_closing():
+            self._transport.write_eof()
+
+    async def aclose(self) -> None:
+        """Drop the connection (what was sent and not yet taken by the kernel is discarded, as
+        with anyio's stream): the WebSocket's close handshake has said goodbye already."""
+        if not self._closed:
+            self._closed = True
+            self._transport.abort()
+            self._protocol._wake_reader()
+            self._protocol._wake_writer()
+        await anyio.lowlevel.checkpoint()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        sock: socket.socket = self._transport.get_extra_info("socket")
+        return {
+            anyio.abc.SocketAttribute.family: lambda: sock.family,
+            anyio.abc.SocketAttribute.local_address: lambda: sock.getsockname(),
+            anyio.abc.SocketAttribute.local_port: lambda: sock.getsockname()[1],
+            anyio.abc.SocketAttribute.remote_address: lambda: sock.getpeername(),
+            anyio.abc.SocketAttribute.remote_port: lambda: sock.getpeername()[1],
+            anyio.abc.SocketAttribute.raw_socket: lambda: sock,
+        }
+
+
+async def open_stream(
+    host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> anyio.abc.ByteStream:
+    """A TCP connection to ``host:port``, with TLS over it when ``ssl_context`` is given."""
+    stream: anyio.abc.ByteStream
+    if sniffio.current_async_library() == "asyncio":
+        stream = await AsyncioStream.connect(host, port)
+    else:
+        stream = await anyio.connect_tcp(host, port)
+    if ssl_context is None:
+        return stream
+    try:
+        return await TLSStream.wrap(
+            stream, hostname=host, ssl_context=ssl_context, standard_compatible=False
+        )
+    except BaseException:
+        await anyio.aclose_forcefully(stream)
+        raise
+
+
+class AsyncioListener(anyio.abc.Listener[AsyncioStream]):
+    """A TCP listener whose connections are :class:`AsyncioStream` (the server side's)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._server: asyncio.Server | None = None
+        self._accepted: deque[AsyncioStream] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    @classmethod
+    async def create(cls, host: str, port: int) -> AsyncioListener:
+        """Listen on ``host`` (one address) and ``port`` (0: any free port)."""
+        loop = asyncio.get_running_loop()
+        listener = cls(loop)
+        listener._server = await loop.create_server(
+            lambda: _Protocol(loop, listener._connected), host, port, backlog=1024
+        )
+        return listener
+
+    def _connected(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        if self._closed:
+            transport.abort()
+            return
+        self._accepted.append(AsyncioStream(transport, protocol))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def serve(
+        self,
+        handler: Callable[[AsyncioStream], Any],
+        task_group: anyio.abc.TaskGroup | None = None,
+    ) -> None:
+        if task_group is None:
+            async with anyio.create_task_group() as tg:
+                await self.serve(handler, tg)
+            return
+        while True:
+            while not self._accepted:
+                if self._closed:
+                    raise anyio.ClosedResourceError
+                self._waiter = self._loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            task_group.start_soon(handler, self._accepted.popleft())
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        while self._accepted:
+            await self._accepted.popleft().aclose()
+        if self._server is not None:
+            self._server.close()
+        await anyio.lowlevel.checkpoint()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        assert self._server is not None
+        sock = self._server.sockets[0]
+        return {
+            anyio.abc.SocketAttribute.family: lambda: sock.family,
+            anyio.abc.SocketAttribute.local_address: lambda: sock.getsockname(),
+            anyio.abc.SocketAttribute.local_port: lambda: sock.getsockname()[1],
+            anyio.abc.SocketAttribute.raw_socket: lambda: sock,
+        }
+
+
+async def open_listener(host: str, port: int) -> anyio.abc.Listener[Any]:
+    """A TCP listener: :class:`AsyncioListener` under asyncio when ``host`` is one IP address,
+    else anyio's (which also binds every address a name such as ``localhost`` resolves to)."""
+    if sniffio.current_async_library() == "asyncio":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return await AsyncioListener.create(host, port)
+    return await anyio.create_tcp_listener(local_host=host, local_port=port)
