@@ -200,7 +200,8 @@ class ActiveCall:
         self._termination_reason: str | None = None
         self._out = bytearray()
         self._out_capacity = config.send_buffer_bytes
-        self._wake_sender = anyio.Event()
+        #: Set to wake the sender task; made only while it waits (see _wake).
+        self._sender_idle: anyio.Event | None = None
         self._events_send, self._events_receive = anyio.create_memory_object_stream[
             tuple[str, Any]
         ](math.inf)
@@ -223,7 +224,8 @@ class ActiveCall:
         self._capacity = 0
         self._granted = 0
         self._dropped = 0
-        self._progress = anyio.Event()
+        #: Set when audio was sent or played; made only while someone waits (see _progress).
+        self._progressed: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return (
@@ -313,11 +315,27 @@ class ActiveCall:
         """Wait until everything queued so far has been played (or the call ended): hang up
         after the last sentence, not during it."""
         while self._termination_reason is None and (self._out or self.playout_pending_bytes):
-            await self._progress.wait()
+            await self._progress()
+
+    async def _progress(self) -> None:
+        """Wait until audio is sent or played, or the call ends."""
+        if self._progressed is None:
+            self._progressed = anyio.Event()
+        await self._progressed.wait()
 
     def _notify_progress(self) -> None:
-        self._progress.set()
-        self._progress = anyio.Event()
+        # Per frame on the hot path: an event only exists while someone waits on it.
+        progressed = self._progressed
+        if progressed is not None:
+            self._progressed = None
+            progressed.set()
+
+    def _wake(self) -> None:
+        """Wake the sender task if it waits for audio or credit."""
+        idle = self._sender_idle
+        if idle is not None:
+            self._sender_idle = None
+            idle.set()
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -502,7 +520,16 @@ class ActiveCall:
         queued = len(self._out)
         if queued + n <= self._out_capacity:
             self._out += pcm
-            self._wake_sender.set()
+            if self._sender_idle is None:
+                return  # the sender is awake and will take it
+            # The sender waits for audio: send what credit allows from this task rather than
+            # wake it (one task switch less per frame). take_audio and send_many's queueing run
+            # without a checkpoint in between, so frames keep their order with the sender's.
+            frames = self._proto.take_audio(self._out, MAX_FRAMES_PER_WRITE)
+            if self._out:
+                self._wake()  # more than one write's worth, or not enough credit
+            if frames:
+                await self._send_frames(frames)
             return
         if not wait:
             raise BufferFullError(
@@ -518,12 +545,12 @@ class ActiveCall:
                 )
             room = (self._out_capacity - len(self._out)) & ~1
             if room <= 0:
-                await self._progress.wait()
+                await self._progress()
                 continue
             take = min(room, n - pos)
             self._out += view[pos : pos + take]
             pos += take
-            self._wake_sender.set()
+            self._wake()
 
     def get_send_audio_buffer_size(self) -> int:
         """Bytes queued locally and not yet sent."""
@@ -564,7 +591,7 @@ class ActiveCall:
         self._termination_reason = reason
         self._proto.call_state = CallState.DISCONNECTED
         self._out.clear()
-        self._wake_sender.set()
+        self._wake()
         for queue in self._queues.values():
             queue.send.close()
         for waiter in self._waiters.values():
@@ -642,20 +669,23 @@ class ActiveCall:
         except ConnectionClosed:
             self._terminate(events.TerminationReason.MEDIA_LOST.value)
 
+    async def _send_frames(self, frames: list[bytes]) -> None:
+        try:
+            await self._conn.send_many(frames)
+        except ConnectionClosed:
+            return  # the reader sees the connection end and terminates the call
+        self.stats.bytes_sent += sum(len(f) for f in frames) - len(frames)
+        self._notify_progress()
+
     async def _send_loop(self) -> None:
-        proto, out, conn, stats = self._proto, self._out, self._conn, self.stats
-        while self._termination_reason is None:
-            self._wake_sender = anyio.Event()
+        proto, out = self._proto, self._out
+        while self._termination_reason is None and self._conn.closed is None:
             frames = proto.take_audio(out, MAX_FRAMES_PER_WRITE)
             if not frames:
-                await self._wake_sender.wait()
+                idle = self._sender_idle = anyio.Event()
+                await idle.wait()
                 continue
-            try:
-                await conn.send_many(frames)
-            except ConnectionClosed:
-                return
-            stats.bytes_sent += sum(len(f) for f in frames) - len(frames)
-            self._notify_progress()
+            await self._send_frames(frames)
             if len(frames) == MAX_FRAMES_PER_WRITE:
                 await anyio.lowlevel.checkpoint()  # more to send: let other tasks run first
 
@@ -697,7 +727,8 @@ class ActiveCall:
             elif isinstance(event, BufferRequest):
                 self._granted += event.requested_bytes
                 self._capacity = max(self._capacity, proto.credit)
-                self._wake_sender.set()
+                if self._out:
+                    self._wake()
                 self._notify_progress()
             elif isinstance(event, CommandCompleted):
                 self._complete(event)
