@@ -42,7 +42,7 @@ from .._net import (
     WebSocketConnection,
     open_listener,
 )
-from ._call import SimCall
+from ._call import MediaClock, SimCall
 from ._faults import CommandFault, Fault, parse_fault
 from ._http import HttpApi, read_body, send_response
 from ._sessions import AgentMedia, ControlSession
@@ -122,6 +122,7 @@ class Sandbox:
         self._round_robin: dict[str, int] = {}
         self._tokens: dict[str, _Token] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._clock = MediaClock()
         self._listener: anyio.abc.Listener[Any] | None = None
         self._changed = anyio.Event()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -175,6 +176,7 @@ class Sandbox:
         await tg.__aenter__()
         self._tg = tg
         tg.start_soon(self._serve, listener)
+        tg.start_soon(self._clock.run)
         logger.info("sandbox listening on %s", self.base_url)
         return self
 
@@ -278,7 +280,7 @@ class Sandbox:
             raise ValueError(f"unknown connector_uuid {connector!r}")
         call = SimCall(self, f"call-{uuid.uuid4().hex[:16]}", spec, connector, self.record)
         self._calls[call.call_id] = call
-        self._tg.start_soon(call.run)
+        self._tg.start_soon(call.run, self._clock)
         logger.info("call %s placed (%s -> %s)", call.call_id, spec.from_number, spec.to_number)
         await self.offer(call)
         self._notify()
