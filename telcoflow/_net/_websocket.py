@@ -37,6 +37,7 @@ from wsproto.utilities import LocalProtocolError as WsLocalProtocolError
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
+from ._frames import CONTROL, CONTROL_FRAME_BYTES, OP_BINARY, OP_TEXT, encode_data_frame, next_frame
 from ._streams import AsyncioStream, open_stream
 
 __all__ = [
@@ -73,13 +74,39 @@ MAX_HANDSHAKE_BYTES = 64 * 1024
 _STREAM_ERRORS = (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError)
 
 
-class WebSocketConnection:
-    """An open WebSocket. ``receive`` from one task; ``send`` from any."""
+class _Fed:
+    """What the fast parser returns when it gave wsproto frames: its events come next."""
 
-    def __init__(self, stream: anyio.abc.ByteStream, ws: WSConnection, *, name: str) -> None:
+
+_FED = _Fed()
+
+
+class WebSocketConnection:
+    """An open WebSocket. ``receive`` from one task; ``send`` from any.
+
+    Whole text and binary frames, the traffic of a media connection, are encoded and parsed by
+    ``_frames``; control frames, fragmented messages, the close handshake and every malformed
+    frame are wsproto's (see ``_frames`` for how the two share the stream).
+    """
+
+    def __init__(
+        self,
+        stream: anyio.abc.ByteStream,
+        ws: WSConnection,
+        *,
+        name: str,
+        leftover: bytes | None = None,
+    ) -> None:
+        """``leftover``: bytes read after the handshake's last byte, which wsproto has not seen
+        (None: wsproto may hold some, and parses the whole stream)."""
         self._stream = stream
         self._ws = ws
         self.name = name
+        #: Frames from a client are masked; a client masks its own.
+        self._from_client = not ws.client
+        #: Parsing here (from _inbuf), not in wsproto; False for good once wsproto takes over.
+        self._fast = leftover is not None
+        self._inbuf = bytearray(leftover or b"")
         self._outgoing = bytearray()
         # Bytes queued and written since the start: a sender waits until its own are written.
         self._queued_total = 0
@@ -119,11 +146,23 @@ class WebSocketConnection:
         self._outgoing += data
         self._queued_total += len(data)
 
+    def _queue_message(self, message: str | bytes) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            # wsproto says what may be sent while closing (and raises for what may not).
+            self._queue(TextMessage(message) if isinstance(message, str) else BytesMessage(message))
+            return
+        if isinstance(message, str):
+            data = encode_data_frame(OP_TEXT, message.encode(), not self._from_client)
+        else:
+            data = encode_data_frame(OP_BINARY, message, not self._from_client)
+        self._outgoing += data
+        self._queued_total += len(data)
+
     async def send(self, message: str | bytes) -> None:
         """Send one text (``str``) or binary (``bytes``) message."""
         if self._closed is not None:
             raise self._closed
-        self._queue(TextMessage(message) if isinstance(message, str) else BytesMessage(message))
+        self._queue_message(message)
         self.frames_sent += 1
         await self._flush()
 
@@ -132,7 +171,7 @@ class WebSocketConnection:
         if self._closed is not None:
             raise self._closed
         for message in messages:
-            self._queue(TextMessage(message) if isinstance(message, str) else BytesMessage(message))
+            self._queue_message(message)
         self.frames_sent += len(messages)
         await self._flush()
 
@@ -250,13 +289,22 @@ class WebSocketConnection:
                         return message
                 if self._closed is not None:
                     raise self._closed
+                if self._fast:
+                    parsed = self._parse_fast()
+                    if parsed is _FED:
+                        continue
+                    if parsed is not None:
+                        return parsed  # type: ignore[return-value]
                 try:
                     data = await self._stream.receive(RECEIVE_BYTES)
                 except _STREAM_ERRORS as exc:
                     self._set_closed(ConnectionClosed(1006, f"read failed: {type(exc).__name__}"))
                     raise self._closed from exc  # type: ignore[misc]
-                self._ws.receive_data(data)
-                self._events = self._ws.events()
+                if self._fast:
+                    self._inbuf += data
+                else:
+                    self._ws.receive_data(data)
+                    self._events = self._ws.events()
         except WsRemoteProtocolError as exc:
             self._set_closed(ConnectionClosed(1002, f"bad WebSocket framing: {exc}"))
             await self._abort()
@@ -264,6 +312,45 @@ class WebSocketConnection:
         finally:
             self._reading = False
             self._reader_changed.set()
+
+    def _parse_fast(self) -> str | bytes | _Fed | None:
+        """The next message from the bytes read (None: more are needed), or ``_FED`` when a
+        control frame went to wsproto, or wsproto took over the stream, and its events follow."""
+        buf = self._inbuf
+        frame = next_frame(buf, 0, self._from_client)
+        if frame is None:
+            return None
+        if frame.fast:
+            payload = frame.payload
+            assert payload is not None
+            if frame.opcode == OP_TEXT:
+                try:
+                    text = payload.decode()
+                except UnicodeDecodeError:
+                    self._hand_over()  # wsproto closes with 1007, as RFC 6455 asks
+                    return _FED
+                del buf[: frame.end]
+                return text
+            del buf[: frame.end]
+            return payload
+        if frame.opcode in CONTROL and frame.end <= CONTROL_FRAME_BYTES:
+            if len(buf) < frame.end:
+                return None
+            self._ws.receive_data(bytes(buf[: frame.end]))
+            del buf[: frame.end]
+        else:
+            self._hand_over()  # a fragment, a large or a malformed frame
+            return _FED
+        self._events = self._ws.events()
+        return _FED
+
+    def _hand_over(self) -> None:
+        """From here on wsproto parses the stream (the buffer starts at a frame's first byte)."""
+        self._fast = False
+        if self._inbuf:
+            self._ws.receive_data(bytes(self._inbuf))
+            self._inbuf.clear()
+        self._events = self._ws.events()
 
     async def _handle(self, event: Event) -> str | bytes | None:
         if isinstance(event, (TextMessage, BytesMessage)):
@@ -362,6 +449,8 @@ class WebSocketConnection:
             await changed.wait()
 
     async def _drain_until_close(self) -> None:
+        if self._fast:
+            self._hand_over()  # closing: wsproto finds the peer's close frame
         while True:
             # Frames already read (the peer's close may have come with the last message) first.
             for event in self._events:
@@ -439,7 +528,7 @@ async def connect_websocket(
         raise ConnectFailed(f"cannot connect to {host}:{port}: {exc!r}") from exc
     try:
         await stream.send(handshake)
-        await _await_accept(stream, ws)
+        leftover = await _await_accept(stream, ws)
     except BaseException as exc:
         await anyio.aclose_forcefully(stream)
         if isinstance(exc, (ConnectFailed, anyio.get_cancelled_exc_class())) or not isinstance(
@@ -449,22 +538,40 @@ async def connect_websocket(
         if isinstance(exc, (*_STREAM_ERRORS, WsRemoteProtocolError)):
             raise ConnectFailed(f"WebSocket handshake with {host}:{port} failed: {exc!r}") from exc
         raise
-    return WebSocketConnection(stream, ws, name=name)
+    return WebSocketConnection(stream, ws, name=name, leftover=leftover)
 
 
-async def _await_accept(stream: anyio.abc.ByteStream, ws: WSConnection) -> None:
-    received = 0
+def _head_end(data: bytes | bytearray) -> int:
+    """Where an HTTP head (request or response line and headers) ends in ``data``, or -1."""
+    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
+    return min(ends, default=-1)
+
+
+async def _read_head(stream: anyio.abc.ByteStream, data: bytes, what: str) -> tuple[bytes, bytes]:
+    """Read until ``data`` holds a whole HTTP head: ``(head, what came after it)``."""
+    buf = bytearray(data)
+    while (end := _head_end(buf)) < 0:
+        if len(buf) > MAX_HANDSHAKE_BYTES:
+            raise ConnectFailed(f"{what} is too large")
+        buf += await stream.receive(RECEIVE_BYTES)
+    if end > MAX_HANDSHAKE_BYTES:
+        raise ConnectFailed(f"{what} is too large")
+    return bytes(buf[:end]), bytes(buf[end:])
+
+
+async def _await_accept(stream: anyio.abc.ByteStream, ws: WSConnection) -> bytes:
+    """Read the handshake's response; returns the bytes after it (frames wsproto has not seen)."""
+    # wsproto is given the response's head only, so that what follows (the server may speak
+    # at once) is parsed by the connection from its first frame on.
+    head, rest = await _read_head(stream, b"", "handshake response")
+    ws.receive_data(head)
+    received = len(head)
     status: int | None = None
     body = bytearray()
     while True:
-        data = await stream.receive(RECEIVE_BYTES)
-        received += len(data)
-        if received > MAX_HANDSHAKE_BYTES:
-            raise ConnectFailed("handshake response is too large")
-        ws.receive_data(data)
         for event in ws.events():
             if isinstance(event, AcceptConnection):
-                return
+                return rest
             if isinstance(event, RejectConnection):
                 status = event.status_code
                 if not event.has_body:
@@ -473,6 +580,11 @@ async def _await_accept(stream: anyio.abc.ByteStream, ws: WSConnection) -> None:
                 body += event.data
                 if event.body_finished:
                     raise HandshakeRejected(status or 400, body.decode("utf-8", "replace")[:200])
+        data, rest = rest or await stream.receive(RECEIVE_BYTES), b""
+        received += len(data)
+        if received > MAX_HANDSHAKE_BYTES:
+            raise ConnectFailed("handshake response is too large")
+        ws.receive_data(data)
 
 
 # --- server role ---------------------------------------------------------------------------------
@@ -481,9 +593,12 @@ async def _await_accept(stream: anyio.abc.ByteStream, ws: WSConnection) -> None:
 class ServerHandshake:
     """An upgrade request a server has read, waiting for :meth:`accept` or :meth:`reject`."""
 
-    def __init__(self, stream: anyio.abc.ByteStream, ws: WSConnection, request: Request) -> None:
+    def __init__(
+        self, stream: anyio.abc.ByteStream, ws: WSConnection, request: Request, leftover: bytes
+    ) -> None:
         self._stream = stream
         self._ws = ws
+        self._leftover = leftover
         self.request = request
         self.headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.extra_headers
@@ -493,26 +608,21 @@ class ServerHandshake:
     async def start(cls, stream: anyio.abc.ByteStream, initial: bytes) -> ServerHandshake:
         """Parse the upgrade request from ``initial`` (all bytes read so far) and the stream."""
         ws = WSConnection(ConnectionType.SERVER)
-        if initial:  # empty bytes would tell h11 the peer has closed
-            ws.receive_data(initial)
-        received = len(initial)
         try:
-            while True:
-                for event in ws.events():
-                    if isinstance(event, Request):
-                        return cls(stream, ws, event)
-                data = await stream.receive(RECEIVE_BYTES)
-                received += len(data)
-                if received > MAX_HANDSHAKE_BYTES:
-                    raise ConnectFailed("upgrade request is too large")
-                ws.receive_data(data)
+            # wsproto is given the request's head only; what follows is the connection's.
+            head, rest = await _read_head(stream, initial, "upgrade request")
+            ws.receive_data(head)
+            for event in ws.events():
+                if isinstance(event, Request):
+                    return cls(stream, ws, event, rest)
+            raise ConnectFailed("the request is not a WebSocket upgrade")
         except (*_STREAM_ERRORS, WsRemoteProtocolError) as exc:
             raise ConnectFailed(f"bad or incomplete upgrade request: {exc!r}") from exc
 
     async def accept(self, name: str) -> WebSocketConnection:
         """Complete the upgrade and return the open connection."""
         await self._stream.send(self._ws.send(AcceptConnection()))
-        return WebSocketConnection(self._stream, self._ws, name=name)
+        return WebSocketConnection(self._stream, self._ws, name=name, leftover=self._leftover)
 
     async def reject(self, status_code: int, body: str) -> None:
         """Refuse the upgrade with an HTTP status and a short plain-text body, then close."""
