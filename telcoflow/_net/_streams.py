@@ -31,6 +31,7 @@ __all__ = [
     "WRITE_HIGH_WATER",
     "AsyncioListener",
     "AsyncioStream",
+    "TrioStream",
     "open_listener",
     "open_stream",
 ]
@@ -239,6 +240,71 @@ class AsyncioStream(anyio.abc.ByteStream):
         }
 
 
+class TrioStream(anyio.abc.ByteStream):
+    """anyio's trio socket stream, with reads and writes tried on the socket first.
+
+    trio's socket methods wrap each system call in a cancellation check before and a scheduling
+    round trip after; a read or write the kernel can do at once is done here directly, and only
+    one that has to wait goes through trio (``wait_readable``; the wrapped stream's ``send``).
+    """
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self._stream = stream
+        self._sock: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        self._unsent = b""
+        self._closed = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        while True:
+            if self._closed:
+                raise anyio.ClosedResourceError
+            try:
+                data = self._sock.recv(max_bytes)
+            except BlockingIOError:
+                await anyio.wait_readable(self._sock)
+                continue
+            if not data:
+                raise anyio.EndOfStream
+            return data
+
+    def send_nowait(self, item: bytes) -> bool:
+        """Write what the socket takes now; False if some is left for :meth:`drain`."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._unsent:
+            self._unsent += item
+            return False
+        try:
+            sent = self._sock.send(item)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(item):
+            self._unsent = item[sent:]
+            return False
+        return True
+
+    async def drain(self) -> None:
+        """Write what :meth:`send_nowait` left, waiting for the socket to take it."""
+        unsent, self._unsent = self._unsent, b""
+        if unsent:
+            await self._stream.send(unsent)
+
+    async def send(self, item: bytes) -> None:
+        if not self.send_nowait(item):
+            await self.drain()
+
+    async def send_eof(self) -> None:
+        await self._stream.send_eof()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._stream.aclose()
+
+    @property
+    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        return self._stream.extra_attributes
+
+
 async def open_stream(
     host: str, port: int, ssl_context: ssl.SSLContext | None = None
 ) -> anyio.abc.ByteStream:
@@ -247,7 +313,7 @@ async def open_stream(
     if sniffio.current_async_library() == "asyncio":
         stream = await AsyncioStream.connect(host, port)
     else:
-        stream = await anyio.connect_tcp(host, port)
+        stream = TrioStream(await anyio.connect_tcp(host, port))
     if ssl_context is None:
         return stream
     try:

@@ -38,7 +38,7 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
 from ._frames import CONTROL, CONTROL_FRAME_BYTES, OP_BINARY, OP_TEXT, encode_data_frame, next_frame
-from ._streams import AsyncioStream, open_stream
+from ._streams import AsyncioStream, TrioStream, open_stream
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -209,9 +209,10 @@ class WebSocketConnection:
     async def _write(self, data: bytes) -> None:
         stream = self._stream
         handed_over = False
-        if isinstance(stream, AsyncioStream):
-            # The transport takes the bytes at once: nothing can cut the write short, and
-            # unless the peer lags WRITE_HIGH_WATER bytes behind there is nothing to wait for.
+        if isinstance(stream, (AsyncioStream, TrioStream)):
+            # The bytes are taken at once (by the transport, or by the socket as far as it
+            # can): nothing can cut the write short, and unless the peer lags behind there is
+            # nothing to wait for.
             try:
                 if stream.send_nowait(data):
                     self.writes += 1
@@ -226,7 +227,7 @@ class WebSocketConnection:
             scope.deadline = anyio.current_time() + WRITE_TIMEOUT
             try:
                 if handed_over:
-                    assert isinstance(stream, AsyncioStream)
+                    assert isinstance(stream, (AsyncioStream, TrioStream))
                     await stream.drain()
                 else:
                     await stream.send(data)
