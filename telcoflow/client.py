@@ -138,6 +138,10 @@ class TelcoflowClient:
         #: Calls whose tasks still run (an ended call's handler may still be finishing up).
         self._serving: set[ActiveCall] = set()
         self._opening: dict[str, anyio.CancelScope] = {}
+        #: Calls offered and not yet handed to the application, in the order offered: media
+        #: connections open concurrently, and a call waits for those offered before it.
+        self._handoff: list[str] = []
+        self._handoff_changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._control: WebSocketConnection | None = None
         self._supervisor: anyio.CancelScope | None = None
@@ -462,11 +466,18 @@ class TelcoflowClient:
         logger.info("call %s offered (from %s)", offer.call_id, offer.from_number)
         assert self._tg is not None
         scope = self._opening[offer.call_id] = anyio.CancelScope()
+        self._handoff.append(offer.call_id)
         self._tg.start_soon(self._run_call, offer, scope)
 
     # --- calls -----------------------------------------------------------------------------------
 
     async def _run_call(self, offer: CallIncoming, scope: anyio.CancelScope) -> None:
+        try:
+            await self._open_and_serve(offer, scope)
+        finally:
+            self._handed_off(offer.call_id)
+
+    async def _open_and_serve(self, offer: CallIncoming, scope: anyio.CancelScope) -> None:
         headers = [("authorization", f"Bearer {offer.media_token}"), SDK_VERSION_HEADER]
         with scope:
             try:
@@ -494,7 +505,19 @@ class TelcoflowClient:
         finally:
             self._serving.discard(call)
 
+    def _handed_off(self, call_id: str) -> None:
+        """``call_id`` was handed to the application, or never will be: later calls may go."""
+        if call_id in self._handoff:
+            self._handoff.remove(call_id)
+            changed, self._handoff_changed = self._handoff_changed, anyio.Event()
+            changed.set()
+
     async def _incoming_call(self, call: ActiveCall) -> None:
+        # The application gets calls in the order they were offered (its media is served
+        # meanwhile: this is the handler's task, not the call's I/O).
+        while call.call_id in self._handoff and self._handoff[0] != call.call_id:
+            await self._handoff_changed.wait()
+        self._handed_off(call.call_id)
         for iterator in self._iterators:
             if not iterator._offer(call):
                 logger.warning("call %s: incoming_calls() consumer is not keeping up", call.call_id)

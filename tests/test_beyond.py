@@ -15,6 +15,7 @@ from telcoflow import (
     CallState,
     TelcoflowClient,
     TelcoflowClientConfig,
+    events,
 )
 from telcoflow.sandbox import Sandbox, SimCall, Voice, tone_pcm
 from telcoflow.testing import tone_seconds
@@ -181,3 +182,23 @@ async def test_incoming_calls_iterator(sandbox: Sandbox, client: TelcoflowClient
 
             tg.start_soon(take)
     assert taken == [p.call_id for p in placed]  # in order; the loop ended at disconnect
+
+
+async def test_calls_reach_the_application_in_the_order_offered(
+    sandbox: Sandbox, client: TelcoflowClient
+) -> None:
+    """Media connections open concurrently and may finish in any order; the handler still sees
+    the calls in the order they were offered."""
+    seen: list[str] = []
+    all_seen = anyio.Event()
+
+    def take(call: ActiveCall) -> None:
+        seen.append(call.call_id)
+        if len(seen) == 8:
+            all_seen.set()
+
+    client.on(events.INCOMING_CALL, take)
+    placed = [(await sandbox.create_call()).call_id for _ in range(8)]
+    with anyio.fail_after(WAIT):
+        await all_seen.wait()
+    assert seen == placed
