@@ -41,6 +41,7 @@ from ._core import (
 )
 from ._handlers import HandlerRegistry
 from ._net import ConnectionClosed, WebSocketConnection
+from ._pulse import Pulse
 from .config import TelcoflowClientConfig
 from .exceptions import (
     BufferClosedError,
@@ -200,8 +201,8 @@ class ActiveCall:
         self._termination_reason: str | None = None
         self._out = bytearray()
         self._out_capacity = config.send_buffer_bytes
-        #: Set to wake the sender task; made only while it waits (see _wake).
-        self._sender_idle: anyio.Event | None = None
+        #: Fired to wake the sender task while it waits for audio or credit.
+        self._sender_idle = Pulse()
         self._events_send, self._events_receive = anyio.create_memory_object_stream[
             tuple[str, Any]
         ](math.inf)
@@ -224,8 +225,8 @@ class ActiveCall:
         self._capacity = 0
         self._granted = 0
         self._dropped = 0
-        #: Set when audio was sent or played; made only while someone waits (see _progress).
-        self._progressed: anyio.Event | None = None
+        #: Fired when audio was sent or played, or the call ended.
+        self._progress = Pulse()
 
     def __repr__(self) -> str:
         return (
@@ -315,27 +316,7 @@ class ActiveCall:
         """Wait until everything queued so far has been played (or the call ended): hang up
         after the last sentence, not during it."""
         while self._termination_reason is None and (self._out or self.playout_pending_bytes):
-            await self._progress()
-
-    async def _progress(self) -> None:
-        """Wait until audio is sent or played, or the call ends."""
-        if self._progressed is None:
-            self._progressed = anyio.Event()
-        await self._progressed.wait()
-
-    def _notify_progress(self) -> None:
-        # Per frame on the hot path: an event only exists while someone waits on it.
-        progressed = self._progressed
-        if progressed is not None:
-            self._progressed = None
-            progressed.set()
-
-    def _wake(self) -> None:
-        """Wake the sender task if it waits for audio or credit."""
-        idle = self._sender_idle
-        if idle is not None:
-            self._sender_idle = None
-            idle.set()
+            await self._progress.wait()
 
     # --- events ----------------------------------------------------------------------------------
 
@@ -520,14 +501,14 @@ class ActiveCall:
         queued = len(self._out)
         if queued + n <= self._out_capacity:
             self._out += pcm
-            if self._sender_idle is None:
+            if not self._sender_idle.waited_on:
                 return  # the sender is awake and will take it
             # The sender waits for audio: send what credit allows from this task rather than
             # wake it (one task switch less per frame). take_audio and send_many's queueing run
             # without a checkpoint in between, so frames keep their order with the sender's.
             frames = self._proto.take_audio(self._out, MAX_FRAMES_PER_WRITE)
             if self._out:
-                self._wake()  # more than one write's worth, or not enough credit
+                self._sender_idle.fire()  # more than one write's worth, or not enough credit
             if frames:
                 await self._send_frames(frames)
             return
@@ -545,12 +526,12 @@ class ActiveCall:
                 )
             room = (self._out_capacity - len(self._out)) & ~1
             if room <= 0:
-                await self._progress()
+                await self._progress.wait()
                 continue
             take = min(room, n - pos)
             self._out += view[pos : pos + take]
             pos += take
-            self._wake()
+            self._sender_idle.fire()
 
     def get_send_audio_buffer_size(self) -> int:
         """Bytes queued locally and not yet sent."""
@@ -564,7 +545,7 @@ class ActiveCall:
         """
         self._out.clear()
         self._dropped += self.playout_pending_bytes
-        self._notify_progress()
+        self._progress.fire()
         await self._command(Command.INTERRUPT)
 
     def audio_stream(
@@ -591,7 +572,7 @@ class ActiveCall:
         self._termination_reason = reason
         self._proto.call_state = CallState.DISCONNECTED
         self._out.clear()
-        self._wake()
+        self._sender_idle.fire()
         for queue in self._queues.values():
             queue.send.close()
         for waiter in self._waiters.values():
@@ -605,7 +586,7 @@ class ActiveCall:
         self._emit(events.CALL_TERMINATED, reason)
         self._events_send.close()
         self._terminated.set()
-        self._notify_progress()
+        self._progress.fire()
         if self._io_scope is not None:
             self._io_scope.cancel()
         if self._on_ended is not None:
@@ -675,15 +656,14 @@ class ActiveCall:
         except ConnectionClosed:
             return  # the reader sees the connection end and terminates the call
         self.stats.bytes_sent += sum(len(f) for f in frames) - len(frames)
-        self._notify_progress()
+        self._progress.fire()
 
     async def _send_loop(self) -> None:
         proto, out = self._proto, self._out
         while self._termination_reason is None and self._conn.closed is None:
             frames = proto.take_audio(out, MAX_FRAMES_PER_WRITE)
             if not frames:
-                idle = self._sender_idle = anyio.Event()
-                await idle.wait()
+                await self._sender_idle.wait()
                 continue
             await self._send_frames(frames)
             if len(frames) == MAX_FRAMES_PER_WRITE:
@@ -728,8 +708,8 @@ class ActiveCall:
                 self._granted += event.requested_bytes
                 self._capacity = max(self._capacity, proto.credit)
                 if self._out:
-                    self._wake()
-                self._notify_progress()
+                    self._sender_idle.fire()
+                self._progress.fire()
             elif isinstance(event, CommandCompleted):
                 self._complete(event)
             elif isinstance(event, CallTerminatedEvent):

@@ -36,6 +36,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError as WsLocalProtocolError
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
+from .._pulse import Pulse
 from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
 from ._frames import CONTROL, CONTROL_FRAME_BYTES, OP_BINARY, OP_TEXT, encode_data_frame, next_frame
 from ._streams import AsyncioStream, TrioStream, open_stream
@@ -113,8 +114,8 @@ class WebSocketConnection:
         self._written_total = 0
         self._writing = False
         self._write_failed = False
-        #: Set (and dropped) when a write ends; made only when a sender has to wait for one.
-        self._write_done: anyio.Event | None = None
+        #: Fired when a write ends, for senders waiting for theirs.
+        self._write_done = Pulse()
         # Frames that arrived in the same read as the handshake are already in wsproto's buffer.
         self._events: Iterable[Event] = ws.events()
         self._fragments: list[str | bytes] = []
@@ -178,10 +179,7 @@ class WebSocketConnection:
     async def _flush(self) -> None:
         mine = self._queued_total  # written once _written_total reaches this
         while self._writing:
-            done = self._write_done
-            if done is None:
-                done = self._write_done = anyio.Event()
-            await done.wait()
+            await self._write_done.wait()
             if self._written_total >= mine:
                 return  # the writer wrote our frames along with its own
             if self._write_failed:
@@ -195,16 +193,10 @@ class WebSocketConnection:
                 self._outgoing.clear()
                 await self._write(data)
                 self._written_total += len(data)
-                self._wake_waiters()
+                self._write_done.fire()
         finally:
             self._writing = False
-            self._wake_waiters()
-
-    def _wake_waiters(self) -> None:
-        done = self._write_done
-        if done is not None:
-            self._write_done = None
-            done.set()
+            self._write_done.fire()
 
     async def _write(self, data: bytes) -> None:
         stream = self._stream
