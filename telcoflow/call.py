@@ -489,7 +489,9 @@ class ActiveCall:
         Raises :class:`BufferFullError` past ``send_buffer_bytes`` (nothing is queued),
         :class:`BufferClosedError` once the call has ended and ``ValueError`` for an odd length.
         With ``wait=True`` it waits for room instead of raising ``BufferFullError`` (audio
-        longer than the buffer is queued piece by piece as it drains).
+        longer than the buffer is queued piece by piece as it drains). Audio that credit allows
+        right away is written from the calling task; that returns at once unless the
+        connection is backed up (64 KiB unsent), when it waits for room like any write.
         """
         if self._termination_reason is not None:
             raise BufferClosedError(f"call {self.call_id} has ended; audio not queued")

@@ -63,6 +63,9 @@ LEAVE_TIMEOUT = 3.0
 #: (a server flooding offers at an address that never answers cannot pile up tasks and sockets).
 MAX_OPENING_CALLS = 64
 
+#: How long a call waits for calls offered before it to be handed to the application first.
+HANDOFF_ORDER_WAIT = 0.5
+
 #: Bad control frames logged at WARNING per connection; the rest at DEBUG.
 LOUD_ERRORS = 10
 
@@ -514,9 +517,11 @@ class TelcoflowClient:
 
     async def _incoming_call(self, call: ActiveCall) -> None:
         # The application gets calls in the order they were offered (its media is served
-        # meanwhile: this is the handler's task, not the call's I/O).
-        while call.call_id in self._handoff and self._handoff[0] != call.call_id:
-            await self._handoff_changed.wait()
+        # meanwhile: this is the handler's task, not the call's I/O), but a call whose media
+        # connection is slow to open holds the ones after it back only briefly.
+        with anyio.move_on_after(HANDOFF_ORDER_WAIT):
+            while call.call_id in self._handoff and self._handoff[0] != call.call_id:
+                await self._handoff_changed.wait()
         self._handed_off(call.call_id)
         for iterator in self._iterators:
             if not iterator._offer(call):

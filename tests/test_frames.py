@@ -36,6 +36,7 @@ from telcoflow._net._frames import (
     mask_payload,
     next_frame,
 )
+from telcoflow._net._websocket import _head_end
 
 
 def open_pair() -> tuple[WSConnection, WSConnection]:
@@ -215,3 +216,20 @@ def test_a_connection_reads_any_mix_cut_anywhere(
         assert isinstance(replies[-1], CloseConnection)  # the close was answered
 
     anyio.run(main, backend=backend)
+
+
+def test_a_length_in_more_bytes_than_needed_is_left_to_wsproto() -> None:
+    """RFC 6455 5.2: the minimal number of bytes must encode the length; wsproto says 1002."""
+    padded16 = bytes([0x82, 126]) + (5).to_bytes(2, "big") + b"hello"
+    padded64 = bytes([0x82, 127]) + (200).to_bytes(8, "big") + b"x" * 200
+    for frame in (padded16, padded64):
+        parsed = next_frame(frame, 0, expect_masked=False)
+        assert parsed is not None
+        assert not parsed.fast
+
+
+@pytest.mark.parametrize("blank", [b"\r\n\r\n", b"\n\n", b"\n\r\n", b"\r\n\n"])
+def test_the_handshake_head_ends_at_the_first_empty_line(blank: bytes) -> None:
+    head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket" + blank
+    assert _head_end(head + b"\x82\x01x") == len(head)
+    assert _head_end(head[:-1]) == -1

@@ -101,15 +101,18 @@ def next_frame(buf: bytes | bytearray, start: int, expect_masked: bool) -> Frame
     masked = bool(second & 0x80)
     length = second & 0x7F
     pos = start + 2
+    minimal = True  # RFC 6455 5.2: a length takes the fewest bytes it can
     if length == 126:
         if have < 4:
             return None
         length = (buf[pos] << 8) | buf[pos + 1]
+        minimal = length >= 126
         pos += 2
     elif length == 127:
         if have < 10:
             return None
         length = int.from_bytes(buf[pos : pos + 8], "big")
+        minimal = length >= 65536
         pos += 8
     if masked:
         pos += 4
@@ -119,6 +122,7 @@ def next_frame(buf: bytes | bytearray, start: int, expect_masked: bool) -> Frame
         or (opcode != OP_BINARY and opcode != OP_TEXT)
         or masked is not expect_masked
         or length > FAST_PAYLOAD_BYTES
+        or not minimal
     ):
         return Frame(opcode, end, False, None)
     if len(buf) < end:

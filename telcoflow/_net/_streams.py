@@ -26,6 +26,8 @@ import anyio.lowlevel
 import sniffio
 from anyio.streams.tls import TLSStream
 
+from .._pulse import Pulse
+
 __all__ = [
     "READ_HIGH_WATER",
     "WRITE_HIGH_WATER",
@@ -41,6 +43,12 @@ READ_HIGH_WATER = 256 * 1024
 
 #: Bytes the transport may hold unsent before a ``send`` waits for the peer to take some.
 WRITE_HIGH_WATER = 64 * 1024
+
+#: How long closing a stream waits for bytes already sent to leave.
+CLOSE_FLUSH_TIMEOUT = 2.0
+
+#: A reader that finds data at once this many bytes in a row yields to other tasks anyway.
+READ_YIELD_BYTES = 256 * 1024
 
 
 class _Protocol(asyncio.Protocol):
@@ -62,7 +70,9 @@ class _Protocol(asyncio.Protocol):
         self.error: BaseException | None = None
         self.writing_paused = False
         self.read_waiter: asyncio.Future[None] | None = None
-        self.write_waiter: asyncio.Future[None] | None = None
+        #: Tasks waiting for the write buffer to drain (the writer; TLS may write from the reader).
+        self.write_waiters: list[asyncio.Future[None]] = []
+        self.lost_waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -93,6 +103,8 @@ class _Protocol(asyncio.Protocol):
         self.error = exc
         self._wake_reader()
         self._wake_writer()
+        if self.lost_waiter is not None and not self.lost_waiter.done():
+            self.lost_waiter.set_result(None)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -107,9 +119,10 @@ class _Protocol(asyncio.Protocol):
             waiter.set_result(None)
 
     def _wake_writer(self) -> None:
-        waiter = self.write_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiters, self.write_waiters = self.write_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class AsyncioStream(anyio.abc.ByteStream):
@@ -204,13 +217,13 @@ class AsyncioStream(anyio.abc.ByteStream):
     async def drain(self) -> None:
         """Wait until the transport holds no more than ``WRITE_HIGH_WATER`` bytes unsent."""
         protocol = self._protocol
-        while protocol.writing_paused and not protocol.lost:
-            waiter = protocol.write_waiter = protocol.loop.create_future()
-            try:
-                await waiter
-            finally:
-                protocol.write_waiter = None
-        if protocol.lost and protocol.error is not None:
+        while protocol.writing_paused and not protocol.lost and not self._closed:
+            waiter = protocol.loop.create_future()
+            protocol.write_waiters.append(waiter)
+            await waiter
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if protocol.lost:
             raise anyio.BrokenResourceError from protocol.error
 
     async def send_eof(self) -> None:
@@ -218,14 +231,28 @@ class AsyncioStream(anyio.abc.ByteStream):
             self._transport.write_eof()
 
     async def aclose(self) -> None:
-        """Drop the connection (what was sent and not yet taken by the kernel is discarded, as
-        with anyio's stream): the WebSocket's close handshake has said goodbye already."""
-        if not self._closed:
-            self._closed = True
-            self._transport.abort()
-            self._protocol._wake_reader()
-            self._protocol._wake_writer()
-        await anyio.lowlevel.checkpoint()
+        """Close the connection. Bytes sent and not yet taken by the kernel go first, for at
+        most ``CLOSE_FLUSH_TIMEOUT`` (a send returns once they are handed over, so a close
+        must not drop them: a close frame's reply, an HTTP response); a cancelled close
+        (``aclose_forcefully``) drops them."""
+        if self._closed:
+            await anyio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        protocol, transport = self._protocol, self._transport
+        protocol._wake_reader()
+        protocol._wake_writer()
+        try:
+            if transport.get_write_buffer_size() and not protocol.lost:
+                protocol.lost_waiter = protocol.loop.create_future()
+                transport.close()  # flushes the buffer, then closes
+                with anyio.move_on_after(CLOSE_FLUSH_TIMEOUT):
+                    await protocol.lost_waiter
+            else:
+                await anyio.lowlevel.checkpoint()
+        finally:
+            if not protocol.lost:  # (abort() after connection_lost fails on Python 3.11)
+                transport.abort()
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
@@ -252,6 +279,9 @@ class TrioStream(anyio.abc.ByteStream):
         self._stream = stream
         self._sock: socket.socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
         self._unsent = b""
+        self._draining = False
+        self._drained = Pulse()
+        self._read_without_yield = 0
         self._closed = False
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
@@ -261,10 +291,16 @@ class TrioStream(anyio.abc.ByteStream):
             try:
                 data = self._sock.recv(max_bytes)
             except BlockingIOError:
+                self._read_without_yield = 0
                 await anyio.wait_readable(self._sock)
                 continue
             if not data:
                 raise anyio.EndOfStream
+            # A peer sending as fast as we parse would otherwise never let this task yield.
+            self._read_without_yield += len(data)
+            if self._read_without_yield > READ_YIELD_BYTES:
+                self._read_without_yield = 0
+                await anyio.lowlevel.checkpoint()
             return data
 
     def send_nowait(self, item: bytes) -> bool:
@@ -284,10 +320,20 @@ class TrioStream(anyio.abc.ByteStream):
         return True
 
     async def drain(self) -> None:
-        """Write what :meth:`send_nowait` left, waiting for the socket to take it."""
-        unsent, self._unsent = self._unsent, b""
-        if unsent:
-            await self._stream.send(unsent)
+        """Write what :meth:`send_nowait` left, waiting for the socket to take it. Bytes sent
+        meanwhile (by another task: TLS may write from its reader) queue behind it."""
+        while self._unsent:
+            if self._draining:
+                await self._drained.wait()
+                continue
+            unsent = self._unsent
+            self._draining = True
+            try:
+                await self._stream.send(unsent)
+            finally:
+                self._draining = False
+                self._drained.fire()
+            self._unsent = self._unsent[len(unsent) :]
 
     async def send(self, item: bytes) -> None:
         if not self.send_nowait(item):

@@ -11,6 +11,7 @@ one socket write, and an uncontended send costs no lock.
 from __future__ import annotations
 
 import logging
+import re
 import ssl
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -534,10 +535,14 @@ async def connect_websocket(
     return WebSocketConnection(stream, ws, name=name, leftover=leftover)
 
 
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+
+
 def _head_end(data: bytes | bytearray) -> int:
-    """Where an HTTP head (request or response line and headers) ends in ``data``, or -1."""
-    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
-    return min(ends, default=-1)
+    """Where an HTTP head (request or response line and headers) ends in ``data``, or -1: at
+    the first empty line, with or without carriage returns (as h11 reads it)."""
+    match = _BLANK_LINE.search(data)
+    return -1 if match is None else match.end()
 
 
 async def _read_head(stream: anyio.abc.ByteStream, data: bytes, what: str) -> tuple[bytes, bytes]:

@@ -428,7 +428,10 @@ class Sandbox:
         except Exception:
             logger.exception("sandbox: connection handler failed")
         finally:
-            await anyio.aclose_forcefully(stream)
+            # Not forcefully: a response just sent may still be on its way out (the close waits
+            # for it, bounded), and a client reading slowly must get all of it.
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
 
     async def _dispatch(self, stream: anyio.abc.ByteStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
