@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "WRITE_HIGH_WATER",
     "AsyncioListener",
     "AsyncioStream",
+    "NowaitStream",
     "TrioStream",
     "open_listener",
     "open_stream",
@@ -125,7 +127,24 @@ class _Protocol(asyncio.Protocol):
                 waiter.set_result(None)
 
 
-class AsyncioStream(anyio.abc.ByteStream):
+class NowaitStream(anyio.abc.ByteStream):
+    """A byte stream that can take bytes without waiting (:meth:`send_nowait`) and says when
+    the sender must wait for room (:meth:`drain`); ``send`` is the two together."""
+
+    @abstractmethod
+    def send_nowait(self, item: bytes) -> bool:
+        """Take ``item`` for sending now; False if the sender must :meth:`drain` before more."""
+
+    @abstractmethod
+    async def drain(self) -> None:
+        """Wait until there is room to send again."""
+
+    async def send(self, item: bytes) -> None:
+        if not self.send_nowait(item):
+            await self.drain()
+
+
+class AsyncioStream(NowaitStream):
     """A TCP connection as an anyio ``ByteStream`` over an asyncio transport (see the module)."""
 
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
@@ -210,10 +229,6 @@ class AsyncioStream(anyio.abc.ByteStream):
         self._transport.write(item)
         return not protocol.writing_paused
 
-    async def send(self, item: bytes) -> None:
-        if not self.send_nowait(item):
-            await self.drain()
-
     async def drain(self) -> None:
         """Wait until the transport holds no more than ``WRITE_HIGH_WATER`` bytes unsent."""
         protocol = self._protocol
@@ -267,7 +282,7 @@ class AsyncioStream(anyio.abc.ByteStream):
         }
 
 
-class TrioStream(anyio.abc.ByteStream):
+class TrioStream(NowaitStream):
     """anyio's trio socket stream, with reads and writes tried on the socket first.
 
     trio's socket methods wrap each system call in a cancellation check before and a scheduling
@@ -334,10 +349,6 @@ class TrioStream(anyio.abc.ByteStream):
                 self._draining = False
                 self._drained.fire()
             self._unsent = self._unsent[len(unsent) :]
-
-    async def send(self, item: bytes) -> None:
-        if not self.send_nowait(item):
-            await self.drain()
 
     async def send_eof(self) -> None:
         await self._stream.send_eof()

@@ -10,11 +10,12 @@ one socket write, and an uncontended send costs no lock.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import ssl
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -40,7 +41,7 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 from .._pulse import Pulse
 from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
 from ._frames import CONTROL, CONTROL_FRAME_BYTES, OP_BINARY, OP_TEXT, encode_data_frame, next_frame
-from ._streams import AsyncioStream, TrioStream, open_stream
+from ._streams import NowaitStream, open_stream
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -201,8 +202,8 @@ class WebSocketConnection:
 
     async def _write(self, data: bytes) -> None:
         stream = self._stream
-        handed_over = False
-        if isinstance(stream, (AsyncioStream, TrioStream)):
+        finish: Callable[[], Awaitable[None]]
+        if isinstance(stream, NowaitStream):
             # The bytes are taken at once (by the transport, or by the socket as far as it
             # can): nothing can cut the write short, and unless the peer lags behind there is
             # nothing to wait for.
@@ -212,18 +213,16 @@ class WebSocketConnection:
                     return
             except _STREAM_ERRORS as exc:
                 self._write_failed_with(exc)
-            handed_over = True
+            finish = stream.drain  # handed over: wait only for room
+        else:
+            finish = functools.partial(stream.send, data)
         # A write cut short would leave half a frame on the wire and the connection useless, so
         # a cancellation waits for the write to finish; a peer that does not take the bytes
         # within WRITE_TIMEOUT is dead.
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + WRITE_TIMEOUT
             try:
-                if handed_over:
-                    assert isinstance(stream, (AsyncioStream, TrioStream))
-                    await stream.drain()
-                else:
-                    await stream.send(data)
+                await finish()
             except _STREAM_ERRORS as exc:
                 self._write_failed_with(exc)
         if scope.cancelled_caught:
