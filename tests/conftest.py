@@ -7,15 +7,34 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import sniffio
 
 from telcoflow import TelcoflowClient, TelcoflowClientConfig
 from telcoflow.sandbox import Sandbox
 from telcoflow.testing import CallInbox
 
-__all__ = ["WAIT", "CallInbox", "serving"]
+__all__ = ["WAIT", "CallInbox", "live_task_names", "serving"]
 
 #: Every wait in a test is bounded by this; a test that hits it fails instead of hanging.
 WAIT = 10.0
+
+
+def live_task_names() -> list[str]:
+    """The names of every live task of the running event loop (both backends name a task after
+    its function, ``module.qualname``)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        def walk(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+            yield task
+            for nursery in task.child_nurseries:
+                for child in nursery.child_tasks:
+                    yield from walk(child)
+
+        return [t.name for t in walk(trio.lowlevel.current_root_task())]
+    import asyncio
+
+    return [t.get_name() for t in asyncio.all_tasks() if not t.done()]
 
 
 @pytest.fixture(params=["asyncio", "trio"])

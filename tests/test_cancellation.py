@@ -23,7 +23,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import pytest
-import sniffio
 
 from telcoflow import (
     ActiveCall,
@@ -37,7 +36,7 @@ from telcoflow import (
 from telcoflow._net import CLOSE_TIMEOUT, ServerHandshake, WebSocketConnection
 from telcoflow.sandbox import CalleeSpec, Sandbox, SimCall
 
-from .conftest import WAIT
+from .conftest import WAIT, live_task_names
 from .test_client_lifecycle import client_sockets, sdk_tasks
 
 pytestmark = pytest.mark.anyio
@@ -77,19 +76,7 @@ FROM_START = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144]
 
 def live_tasks() -> list[str]:
     """Names of every live task of the event loop (the test's own, the sandbox's, the SDK's)."""
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        def walk(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
-            yield task
-            for nursery in task.child_nurseries:
-                for child in nursery.child_tasks:
-                    yield from walk(child)
-
-        return sorted(t.name for t in walk(trio.lowlevel.current_root_task()))
-    import asyncio
-
-    return sorted(t.get_name() for t in asyncio.all_tasks() if not t.done())
+    return sorted(live_task_names())
 
 
 def open_fds() -> list[str]:

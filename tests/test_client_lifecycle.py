@@ -12,7 +12,6 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 import pytest
-import sniffio
 
 import telcoflow
 from telcoflow import (
@@ -27,7 +26,7 @@ from telcoflow import (
 )
 from telcoflow.sandbox import CalleeSpec, Sandbox, SimCall
 
-from .conftest import WAIT, CallInbox
+from .conftest import WAIT, CallInbox, live_task_names
 
 pytestmark = pytest.mark.anyio
 
@@ -45,21 +44,7 @@ def _is_sdk_task(name: str) -> bool:
 
 def sdk_tasks() -> list[str]:
     """Names of the live tasks running the SDK's own code (the sandbox's tasks do not count)."""
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        def walk(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
-            yield task
-            for nursery in task.child_nurseries:
-                for child in nursery.child_tasks:
-                    yield from walk(child)
-
-        names = [t.name for t in walk(trio.lowlevel.current_root_task())]
-    else:
-        import asyncio
-
-        names = [t.get_name() for t in asyncio.all_tasks() if not t.done()]
-    return sorted(n for n in names if _is_sdk_task(n))
+    return sorted(n for n in live_task_names() if _is_sdk_task(n))
 
 
 def client_sockets(port: int) -> int:

@@ -37,6 +37,7 @@ from telcoflow import (
 from telcoflow._core import CHANNEL_CALLEE, CHANNEL_CALLER, MAX_AUDIO_PAYLOAD_BYTES
 from telcoflow._net import MAX_MESSAGE_BYTES, ConnectionClosed
 
+from .conftest import WAIT, live_task_names
 from .hostile_server import (
     OP_BINARY,
     OP_CONT,
@@ -61,9 +62,6 @@ from .hostile_server import (
 
 pytestmark = pytest.mark.anyio
 
-#: Every wait in this module is bounded by this.
-WAIT = 10.0
-
 #: Commands wait this long for an answer: short, since the hostile server often sends none.
 COMMAND_TIMEOUT = 0.5
 
@@ -78,27 +76,9 @@ TOO_BIG, PROTOCOL_ERROR, INVALID_DATA = 1009, 1002, 1007
 # --- measuring what is left behind ----------------------------------------------------------------
 
 
-def _task_names() -> list[str]:
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        def walk(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
-            yield task
-            for nursery in task.child_nurseries:
-                for child in nursery.child_tasks:
-                    yield from walk(child)
-
-        root = trio.lowlevel.current_root_task()
-        assert root is not None
-        return [t.name for t in walk(root)]
-    import asyncio
-
-    return [t.get_name() for t in asyncio.all_tasks() if not t.done()]
-
-
 def sdk_tasks() -> list[str]:
     """Live tasks running the SDK's code (both backends name a task ``module.qualname``)."""
-    return sorted(n for n in _task_names() if n.startswith("telcoflow."))
+    return sorted(n for n in live_task_names() if n.startswith("telcoflow."))
 
 
 #: Hostile inputs sent by each seed of :func:`test_random_barrage`, by backend and seed.
@@ -210,7 +190,7 @@ def make_config(server: HostileServer, **options: Any) -> TelcoflowClientConfig:
 async def hostile_client(seed: int = 0, **options: Any) -> AsyncIterator[Harness]:
     """A hostile server and a client of it. On the way out: the client raised nothing, and
     neither the client nor the server left a task behind."""
-    tasks_before = len(_task_names())
+    tasks_before = len(live_task_names())
     async with open_hostile_server(seed) as server:
         client = TelcoflowClient(make_config(server, **options))
         harness = Harness(server, client)
@@ -225,7 +205,7 @@ async def hostile_client(seed: int = 0, **options: Any) -> AsyncIterator[Harness
             harness.close()
         assert sdk_tasks() == [], f"seed {seed}: the client left tasks behind"
         assert client.calls == []
-    assert len(_task_names()) == tasks_before, f"seed {seed}: tasks left behind"
+    assert len(live_task_names()) == tasks_before, f"seed {seed}: tasks left behind"
 
 
 async def command_outcome(coro: Any, timeout: float) -> str:
@@ -290,7 +270,7 @@ async def test_frames_before_setup_done_enter_or_refuse_cleanly(
 ) -> None:
     """During setup an unknown type is ignored; a refusal or a broken frame is the documented
     ``WSSConnectionError`` on entry, and nothing is left running."""
-    tasks_before = len(_task_names())
+    tasks_before = len(live_task_names())
     async with open_hostile_server() as server:
         server.before_setup_done = [Frame("before-setup.done", text) for text in before]
         client = TelcoflowClient(make_config(server))
@@ -302,7 +282,7 @@ async def test_frames_before_setup_done_enter_or_refuse_cleanly(
                 async with client:
                     pass
         assert sdk_tasks() == []
-    assert len(_task_names()) == tasks_before
+    assert len(live_task_names()) == tasks_before
 
 
 async def test_a_wss_base_url_on_a_server_without_tls_is_a_connection_error() -> None:
