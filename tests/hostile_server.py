@@ -457,13 +457,12 @@ def random_control_frame(
     )
 
 
-def control_garbage(
-    rng: random.Random, *, live_call_id: str, trap_url: Callable[[str], str]
-) -> list[Frame]:
-    """A scripted control barrage: every kind of :func:`random_control_frame`, several times."""
+def malformed_frames(templates: dict[str, dict[str, object]]) -> list[Frame]:
+    """Text that is not JSON, JSON nested too deep, and each frame of ``templates`` with each
+    field in turn given every odd value, then left out."""
     frames = [Frame("not-json", text) for text in NOT_JSON]
     frames += [Frame("deep-nesting", _nested(d)) for d in NESTING_DEPTHS]
-    for kind, fields in CONTROL_TEMPLATES.items():
+    for kind, fields in templates.items():
         for key in fields:
             for value in ODD_VALUES:
                 data = dict(fields)
@@ -472,6 +471,14 @@ def control_garbage(
             data = dict(fields)
             del data[key]
             frames.append(Frame(f"missing-field:{kind}.{key}", message(kind, data)))
+    return frames
+
+
+def control_garbage(
+    rng: random.Random, *, live_call_id: str, trap_url: Callable[[str], str]
+) -> list[Frame]:
+    """A scripted control barrage: every kind of :func:`random_control_frame`, several times."""
+    frames = malformed_frames(CONTROL_TEMPLATES)
     frames.append(Frame("text-over-bound", _long_text("call.incoming", MAX_TEXT_MESSAGE_CHARS + 1)))
     frames.append(Frame("setup.done-again", message("setup.done", {"connectionId": "again"})))
     frames.append(Frame("setup.done-again", message("setup.done", {"connectionId": "again2"})))
@@ -632,17 +639,7 @@ def random_media_frame(rng: random.Random, command_ids: Sequence[str]) -> Frame:
 
 def media_garbage(rng: random.Random, command_ids: Sequence[str] = ()) -> list[Frame]:
     """A scripted media barrage: every malformed shape once, then random frames."""
-    frames = [Frame("not-json", text) for text in NOT_JSON]
-    frames += [Frame("deep-nesting", _nested(d)) for d in NESTING_DEPTHS]
-    for kind, fields in MEDIA_TEMPLATES.items():
-        for key in fields:
-            for value in ODD_VALUES:
-                data = dict(fields)
-                data[key] = value
-                frames.append(Frame(f"wrong-field:{kind}.{key}", message(kind, data)))
-            data = dict(fields)
-            del data[key]
-            frames.append(Frame(f"missing-field:{kind}.{key}", message(kind, data)))
+    frames = malformed_frames(MEDIA_TEMPLATES)
     frames += [
         Frame("audio-empty", b""),
         Frame("audio-1-byte", b"\x00"),
