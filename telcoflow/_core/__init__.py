@@ -1,86 +1,148 @@
 """The sans-IO protocol core: messages, codecs and state machines. No sockets, no clock, no async.
 
-Imports point inward only: nothing here may import anyio, wsproto or the rest of the package.
+Imports point inward only: nothing here may import anyio, wsproto or the rest of the package
+(``tests/core/test_purity.py`` imports it with those blocked). The modules, from the inside out:
+
+- :mod:`._vocab`, :mod:`._audio`, :mod:`._states`: the shared vocabulary (codes, reasons,
+  bounds), the audio format and frame layout, the call's state table;
+- :mod:`._messages`, :mod:`._events`: one class per wire frame, and what protocol objects report;
+- :mod:`._wire`, :mod:`._control_codec`, :mod:`._media_codec`: whole WebSocket messages to and
+  from the typed messages, for either role;
+- :mod:`._control`, :mod:`._media`: the two planes as state machines (request and command
+  correlation, credit accounting).
 """
 
-from ._codec import (
-    MAX_AUDIO_PAYLOAD_BYTES,
-    MAX_CREDIT_GRANT_BYTES,
-    MAX_TEXT_MESSAGE_CHARS,
-    Role,
-    decode_audio,
-    decode_control,
-    decode_media,
-    encode,
-)
-from ._control import ControlProtocol, ControlState
-from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from ._media import (
-    AgentAudioReceived,
-    CommandCompleted,
-    MediaEvent,
-    MediaProtocol,
-    MessageIgnored,
-)
-from ._messages import (
+from ._audio import (
     CHANNEL_CALLEE,
     CHANNEL_CALLER,
     CHANNEL_MIXED,
+    FRAME_MS,
+    SAMPLE_RATES,
+    encode_audio,
+    frame_bytes_for,
+)
+from ._control import ControlEvent, ControlProtocol, ControlState
+from ._control_codec import BadRequest, decode_control, encode_control
+from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._events import AgentAudioReceived, CommandCompleted, MessageIgnored, RequestCompleted
+from ._media import MediaEvent, MediaProtocol
+from ._media_codec import decode_audio, decode_media, encode_media
+from ._messages import (
     AudioFrame,
     BufferRequest,
-    CallEnded,
     CallErrorEvent,
-    CallIncoming,
+    CallFlowSetup,
+    CallIn,
     CallTerminatedEvent,
     CommandRequest,
     CommandResponse,
     ControlMessage,
+    ControlRequest,
     ErrorMessage,
     MediaMessage,
+    Response,
+    SessionClosed,
+    SessionCreate,
+    SessionNotify,
+    SessionOpen,
+    SessionReady,
     Setup,
     SetupDone,
     UnknownCallEvent,
     UnknownMessage,
+    WaMessageOut,
 )
 from ._states import (
-    FRAME_MS,
-    SAMPLE_RATES,
     AgentMode,
     AudioMode,
     CallState,
     Command,
+    agent_leaves,
+    agent_mode_after,
     allowed_commands,
-    frame_bytes_for,
+    call_state_after,
     state_after,
+)
+from ._vocab import (
+    CLAIM_TIMEOUT_S,
+    DEFAULT_RING_TIME_S,
+    MAX_RING_TIME_S,
+    MEDIA_TIMEOUT_S,
+    MIN_TOKEN_TTL_S,
+    PROTOCOL_SDK_VERSION,
+    REQUEST_TIMEOUT_S,
+    RESUME_AFTER_SETUP_S,
+    SETUP_DONE_TIMEOUT_S,
+    Activity,
+    Channel,
+    CloseReason,
+    Direction,
+    ErrorCode,
+    InboundCallFlow,
+    Initiator,
+    SessionState,
+    StrEnum,
+    TerminationReason,
+)
+from ._wire import (
+    MAX_AUDIO_PAYLOAD_BYTES,
+    MAX_CREDIT_GRANT_BYTES,
+    MAX_ID_CHARS,
+    MAX_TEXT_MESSAGE_CHARS,
+    MAX_TIMEOUT_MS,
+    MAX_URL_CHARS,
+    Role,
 )
 
 __all__ = [
     "CHANNEL_CALLEE",
     "CHANNEL_CALLER",
     "CHANNEL_MIXED",
+    "CLAIM_TIMEOUT_S",
+    "DEFAULT_RING_TIME_S",
     "FRAME_MS",
     "MAX_AUDIO_PAYLOAD_BYTES",
     "MAX_CREDIT_GRANT_BYTES",
+    "MAX_ID_CHARS",
+    "MAX_RING_TIME_S",
     "MAX_TEXT_MESSAGE_CHARS",
+    "MAX_TIMEOUT_MS",
+    "MAX_URL_CHARS",
+    "MEDIA_TIMEOUT_S",
+    "MIN_TOKEN_TTL_S",
+    "PROTOCOL_SDK_VERSION",
+    "REQUEST_TIMEOUT_S",
+    "RESUME_AFTER_SETUP_S",
     "SAMPLE_RATES",
+    "SETUP_DONE_TIMEOUT_S",
+    "Activity",
     "AgentAudioReceived",
     "AgentMode",
     "AudioFrame",
     "AudioMode",
+    "BadRequest",
     "BufferRequest",
-    "CallEnded",
     "CallErrorEvent",
-    "CallIncoming",
+    "CallFlowSetup",
+    "CallIn",
     "CallState",
     "CallTerminatedEvent",
+    "Channel",
+    "CloseReason",
     "Command",
     "CommandCompleted",
     "CommandRequest",
     "CommandResponse",
+    "ControlEvent",
     "ControlMessage",
     "ControlProtocol",
+    "ControlRequest",
     "ControlState",
+    "Direction",
+    "ErrorCode",
     "ErrorMessage",
+    "InboundCallFlow",
+    "Initiator",
     "LocalProtocolError",
     "MediaEvent",
     "MediaMessage",
@@ -88,16 +150,32 @@ __all__ = [
     "MessageIgnored",
     "ProtocolError",
     "RemoteProtocolError",
+    "RequestCompleted",
+    "Response",
     "Role",
+    "SessionClosed",
+    "SessionCreate",
+    "SessionNotify",
+    "SessionOpen",
+    "SessionReady",
+    "SessionState",
     "Setup",
     "SetupDone",
+    "StrEnum",
+    "TerminationReason",
     "UnknownCallEvent",
     "UnknownMessage",
+    "WaMessageOut",
+    "agent_leaves",
+    "agent_mode_after",
     "allowed_commands",
+    "call_state_after",
     "decode_audio",
     "decode_control",
     "decode_media",
-    "encode",
+    "encode_audio",
+    "encode_control",
+    "encode_media",
     "frame_bytes_for",
     "state_after",
 ]

@@ -1,23 +1,30 @@
 """The media plane as a pure state machine, for either role.
 
-The client side correlates command responses with the commands it sent, keeps the call's state as
-the server's answers imply it, and accounts the credit granted by ``buffer_request`` frames so
-that it never sends audio beyond it. The server side (the sandbox) checks that every command gets
-exactly one response and counts audio sent beyond credit. No I/O, no clock.
+Client: correlates command responses with the commands it sent, keeps the call's state as the
+agent sees it (the server's answers imply it, through the table in :mod:`._states`), and
+accounts the credit granted by ``buffer_request`` frames so that it never sends audio beyond it.
+Server (the sandbox): checks that every command gets exactly one response and counts audio sent
+beyond credit. No I/O, no clock.
+
+The credit model (PROTOCOL.md, ``buffer_request``): the server is the authority on how much
+audio it can take. Each grant adds to one pooled counter (:attr:`MediaProtocol.credit`); every
+byte sent takes one from it, on both sides, so both counters agree to the byte without any
+message saying so. The client cuts frames of ``prefer_audio_frame_bytes`` (20 ms at its rate
+when the server does not say) and never sends a byte beyond credit; the server drops and counts
+what arrives beyond it. Grants on channels other than 0 are not for the agent and are ignored.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import attrs
-
-from ._codec import MAX_CREDIT_GRANT_BYTES, MAX_TIMEOUT_MS, Role, decode_audio, decode_media, encode
+from ._audio import CHANNEL_MIXED, SAMPLE_RATES, encode_audio, frame_bytes_for
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import AgentAudioReceived, CommandCompleted, MessageIgnored
+from ._media_codec import decode_audio, decode_media, encode_media
 from ._messages import (
-    CHANNEL_MIXED,
     AudioFrame,
     BufferRequest,
     CallErrorEvent,
@@ -28,40 +35,10 @@ from ._messages import (
     UnknownCallEvent,
     UnknownMessage,
 )
-from ._states import CallState, Command, frame_bytes_for, state_after
+from ._states import CallState, Command, agent_leaves, state_after
+from ._wire import MAX_CREDIT_GRANT_BYTES, MAX_TIMEOUT_MS, Role
 
-__all__ = [
-    "AgentAudioReceived",
-    "CommandCompleted",
-    "MediaEvent",
-    "MediaProtocol",
-    "MessageIgnored",
-]
-
-
-@attrs.frozen
-class CommandCompleted:
-    """Client: the response to a command we sent; ``state`` is the call's state after it."""
-
-    command: Command
-    response: CommandResponse
-    state: CallState
-
-
-@attrs.frozen
-class MessageIgnored:
-    """A well-formed message that has no effect here (late response, foreign credit, ...)."""
-
-    reason: str
-
-
-@attrs.frozen
-class AgentAudioReceived:
-    """Server: audio from the agent, cut to the credit it had; ``excess_bytes`` were beyond it."""
-
-    pcm: bytes = attrs.field(repr=lambda pcm: f"<{len(pcm)} bytes>")
-    excess_bytes: int
-
+__all__ = ["MediaEvent", "MediaProtocol"]
 
 MediaEvent = (
     AudioFrame
@@ -79,20 +56,35 @@ MediaEvent = (
 _COMMANDS: Mapping[str, Command] = {c.value: c for c in Command}
 
 
-class MediaProtocol:
-    """One media connection's protocol state, as seen by ``role``."""
+def _uuid4() -> str:
+    return str(uuid.uuid4())
 
-    def __init__(self, role: Role, *, sample_rate: int = 24000) -> None:
+
+class MediaProtocol:
+    """One media connection's protocol state, as seen by ``role``.
+
+    ``new_id`` makes command ids (uuid4 strings, as the official client's; injectable so that
+    tests are deterministic).
+    """
+
+    def __init__(
+        self, role: Role, *, sample_rate: int = 24000, new_id: Callable[[], str] = _uuid4
+    ) -> None:
+        if sample_rate not in SAMPLE_RATES:
+            raise LocalProtocolError(
+                f"sample_rate must be one of 8000, 16000, 24000, not {sample_rate!r}"
+            )
         self.role = role
-        #: The call's state as this side knows it (the client's view follows the server's answers).
+        #: Client: the call's state as the agent sees it (following the server's answers).
         self.call_state = CallState.PENDING
         #: Bytes of audio granted and not yet sent (client) or not yet received (server).
         self.credit = 0
-        #: Preferred size of one audio frame's payload (20 ms unless the server asks otherwise).
-        self.frame_bytes = frame_bytes_for(sample_rate)
+        #: Size of one audio frame's payload: what the server prefers, else 20 ms at our rate.
+        self._default_frame = frame_bytes_for(sample_rate)
+        self.frame_bytes = self._default_frame
         #: Open commands: command_id -> command (client: sent; server: received, not answered).
         self._open: dict[str, Command | str] = {}
-        self._ids = itertools.count(1)
+        self._new_id = new_id
         self.terminated = False
 
     # --- client ----------------------------------------------------------------------------------
@@ -110,11 +102,11 @@ class MediaProtocol:
             raise LocalProtocolError(f"cannot send {command.value}: the call has terminated")
         if not 0 < timeout_ms <= MAX_TIMEOUT_MS:
             raise LocalProtocolError(f"timeout_ms must be in 1..{MAX_TIMEOUT_MS}")
-        command_id = f"c{next(self._ids)}"
+        command_id = self._new_id()
+        if command_id in self._open:
+            raise LocalProtocolError(f"command id {command_id!r} is already open")
         self._open[command_id] = command
-        wire = encode(CommandRequest(command_id, command.value, timeout_ms, data))
-        assert isinstance(wire, str)
-        return command_id, wire
+        return command_id, encode_media(CommandRequest(command_id, command.value, timeout_ms, data))
 
     def forget_command(self, command_id: str) -> None:
         """Client: stop waiting for ``command_id`` (timed out); a late response is then ignored."""
@@ -132,16 +124,26 @@ class MediaProtocol:
         its whole buffer into thousands of frames at once).
         """
         available = min(len(buffer), self.credit) & ~1
+        size = self.frame_bytes
         if max_frames is not None:
-            available = min(available, max_frames * self.frame_bytes)
+            available = min(available, max_frames * size)
         if available <= 0:
             return []
-        size = self.frame_bytes
-        prefix = b"\x00"
-        frames = [prefix + buffer[i : min(i + size, available)] for i in range(0, available, size)]
+        frames = [
+            encode_audio(CHANNEL_MIXED, buffer[i : min(i + size, available)])
+            for i in range(0, available, size)
+        ]
         del buffer[:available]
         self.credit -= available
         return frames
+
+    def terminate_locally(self) -> None:
+        """Client: the call is over for the agent without the server saying so (the media
+        connection was lost, or torn down here): nothing more may be sent."""
+        self.terminated = True
+        self.call_state = CallState.DISCONNECTED
+        self.credit = 0
+        self._open.clear()
 
     # --- server ----------------------------------------------------------------------------------
 
@@ -152,10 +154,9 @@ class MediaProtocol:
             raise LocalProtocolError(
                 f"a grant must be within 0..{MAX_CREDIT_GRANT_BYTES} bytes, not {requested_bytes}"
             )
-        self.credit += requested_bytes
-        wire = encode(BufferRequest(requested_bytes, self.frame_bytes, channel_id))
-        assert isinstance(wire, str)
-        return wire
+        if channel_id == CHANNEL_MIXED:  # credit on another channel is not the agent's
+            self.credit += requested_bytes
+        return encode_media(BufferRequest(requested_bytes, self.frame_bytes, channel_id))
 
     def respond(
         self,
@@ -169,18 +170,18 @@ class MediaProtocol:
         self._require(Role.SERVER, "respond to commands")
         if self._open.pop(command_id, None) is None:
             raise LocalProtocolError(f"command {command_id!r} is not open: one response each")
-        wire = encode(CommandResponse(command_id, success, result, error_code, error_message))
-        assert isinstance(wire, str)
-        return wire
+        return encode_media(CommandResponse(command_id, success, result, error_code, error_message))
 
     def terminate(self, reason: str) -> str:
         """Server: the ``call.terminated`` event; the call is over for the agent."""
         self._require(Role.SERVER, "terminate calls")
         self.terminated = True
-        self.call_state = CallState.DISCONNECTED
-        wire = encode(CallTerminatedEvent(reason))
-        assert isinstance(wire, str)
-        return wire
+        return encode_media(CallTerminatedEvent(reason))
+
+    def call_error(self, error_code: str, error_message: str | None = None) -> str:
+        """Server: a non-fatal ``call.error`` report."""
+        self._require(Role.SERVER, "report call errors")
+        return encode_media(CallErrorEvent(error_code, error_message))
 
     # --- both ------------------------------------------------------------------------------------
 
@@ -209,14 +210,13 @@ class MediaProtocol:
                     return MessageIgnored(f"credit for channel {channel}; the agent sends on 0")
                 if self.terminated:
                     return MessageIgnored("credit after call.terminated")
+                if msg.requested_bytes <= 0:
+                    return MessageIgnored("a grant of no bytes")
                 self.credit += msg.requested_bytes
-                self.frame_bytes = msg.prefer_audio_frame_bytes
+                self.frame_bytes = msg.prefer_audio_frame_bytes or self._default_frame
                 return msg
             case CallTerminatedEvent():
-                self.terminated = True
-                self.call_state = CallState.DISCONNECTED
-                self.credit = 0  # nothing more may be sent
-                self._open.clear()
+                self.terminate_locally()
                 return msg
             case CommandRequest():
                 raise RemoteProtocolError("the server sent a command frame")  # pragma: no cover
@@ -225,15 +225,14 @@ class MediaProtocol:
         raise RemoteProtocolError(f"unexpected {type(msg).__name__} from the server")
 
     def _state_after(self, command: Command) -> CallState:
-        state = self.call_state
-        if command in (Command.CLOSE, Command.DISCONNECT):
+        if agent_leaves(command):
             return CallState.DISCONNECTED
         try:
-            return state_after(state, command)
+            return state_after(self.call_state, command)
         except LocalProtocolError:
-            # The server is the authority: it accepted a command our table refuses. Keep our
-            # state rather than guess.
-            return state
+            # The server is the authority: it accepted a command our table does not allow in
+            # the state we believe the call is in. Keep that state rather than guess one.
+            return self.call_state
 
     def _server_receive(self, msg: MediaMessage) -> MediaEvent:
         match msg:

@@ -1,74 +1,64 @@
-"""Call states, command names and the state table shared by the client and the sandbox.
+"""Call states, command names and the two tables both roles read: the call's and the agent's.
 
-The server is the authority on a call's state; the client keeps the same table so that its idea of
-the state follows from the server's answers without a round trip, and so the sandbox cannot drift
-from the client's view of the protocol.
+PROTOCOL.md, "Call states and what commands do". The server is the authority on a call's state.
+Two views of one call follow from the same table:
+
+- **the call's** state, which the server (the sandbox) keeps: ``call.close`` in CONNECTED takes
+  the agent out and leaves caller and callee connected, so the call stays CONNECTED;
+- **the agent's** participation, which the client keeps: once the agent has closed or
+  disconnected it is out of the call, whose state it then sees as DISCONNECTED.
+
+:func:`call_state_after` is the first, :func:`state_after` the second (``agent_leaves`` is the
+difference). A (state, command) pair missing from the table is refused with ``INVALID_STATE``;
+a failed command changes nothing. Both roles import this table, so the emulator cannot drift from
+the client's idea of the protocol.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 
 from ._errors import LocalProtocolError
+from ._vocab import StrEnum
 
 __all__ = [
-    "SAMPLE_RATES",
     "AgentMode",
     "AudioMode",
     "CallState",
     "Command",
+    "agent_leaves",
+    "agent_mode_after",
     "allowed_commands",
-    "frame_bytes_for",
+    "call_state_after",
     "state_after",
 ]
 
-#: Sample rates the protocol allows (PROTOCOL.md, "Audio format").
-SAMPLE_RATES: frozenset[int] = frozenset({8000, 16000, 24000})
 
-#: Both sides frame audio in 20 ms packets.
-FRAME_MS = 20
-
-
-def frame_bytes_for(sample_rate: int) -> int:
-    """Bytes of PCM16 mono in one 20 ms frame at ``sample_rate`` (960 at 24 kHz)."""
-    return sample_rate * FRAME_MS // 1000 * 2
-
-
-class CallState(str, enum.Enum):
-    """A call's state as the agent sees it."""
+class CallState(StrEnum):
+    """A call's state: PENDING (ringing), ANSWERED, CONNECTED (3-way), DISCONNECTED (over)."""
 
     PENDING = "PENDING"
     ANSWERED = "ANSWERED"
     CONNECTED = "CONNECTED"
     DISCONNECTED = "DISCONNECTED"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class AgentMode(str, enum.Enum):
+class AgentMode(StrEnum):
     """Who hears the agent once the callee is connected."""
 
     BARGE = "barge"
     WHISPER = "whisper"
     SPY = "spy"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class AudioMode(str, enum.Enum):
-    """``mixed``: one stream of everything the agent hears; ``isolated``: one stream per leg."""
+class AudioMode(StrEnum):
+    """``mixed``: one stream of everything the agent hears; ``isolated``: the legs apart too."""
 
     MIXED = "mixed"
     ISOLATED = "isolated"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Command(str, enum.Enum):
+class Command(StrEnum):
     """Media-plane command names, as sent on the wire."""
 
     ANSWER = "call.answer"
@@ -80,15 +70,12 @@ class Command(str, enum.Enum):
     CLOSE = "call.close"
     DISCONNECT = "call.disconnect"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 _P, _A, _C, _D = CallState.PENDING, CallState.ANSWERED, CallState.CONNECTED, CallState.DISCONNECTED
 
-#: (state, command) -> state after the command succeeded. A pair missing here is refused with
-#: INVALID_STATE. ``call.connect`` reaches CONNECTED only once the callee answers.
-_TRANSITIONS: Mapping[tuple[CallState, Command], CallState] = {
+#: (state, command) -> the call's state after the command succeeded. ``call.connect`` reaches
+#: CONNECTED only once the callee answers (until then the call stays as it was).
+_CALL_TRANSITIONS: Mapping[tuple[CallState, Command], CallState] = {
     (_P, Command.ANSWER): _A,
     (_P, Command.CONNECT): _C,
     (_P, Command.DISCONNECT): _D,
@@ -101,12 +88,21 @@ _TRANSITIONS: Mapping[tuple[CallState, Command], CallState] = {
     (_C, Command.BARGE): _C,
     (_C, Command.SPY): _C,
     (_C, Command.INTERRUPT): _C,
-    (_C, Command.CLOSE): _D,
+    # The agent leaves; caller and callee stay connected.
+    (_C, Command.CLOSE): _C,
     (_C, Command.DISCONNECT): _D,
 }
 
 _ALLOWED: Mapping[CallState, frozenset[Command]] = {
-    state: frozenset(cmd for (s, cmd) in _TRANSITIONS if s is state) for state in CallState
+    state: frozenset(cmd for (s, cmd) in _CALL_TRANSITIONS if s is state) for state in CallState
+}
+
+#: The agent's mode after a successful command (``call.connect`` puts it in barge mode).
+_MODE_AFTER: Mapping[Command, AgentMode] = {
+    Command.CONNECT: AgentMode.BARGE,
+    Command.WHISPER: AgentMode.WHISPER,
+    Command.BARGE: AgentMode.BARGE,
+    Command.SPY: AgentMode.SPY,
 }
 
 
@@ -115,14 +111,31 @@ def allowed_commands(state: CallState) -> frozenset[Command]:
     return _ALLOWED[state]
 
 
-def state_after(state: CallState, command: Command) -> CallState:
-    """The state once ``command`` has succeeded in ``state``.
+def call_state_after(state: CallState, command: Command) -> CallState:
+    """The call's state once ``command`` has succeeded in ``state`` (the server's view).
 
     Raises :class:`LocalProtocolError` for a pair the table does not allow.
     """
     try:
-        return _TRANSITIONS[(state, command)]
+        return _CALL_TRANSITIONS[(state, command)]
     except KeyError:
         raise LocalProtocolError(
             f"command {command.value} is not allowed in state {state.value}"
         ) from None
+
+
+def agent_leaves(command: Command) -> bool:
+    """Whether the agent is out of the call once ``command`` has succeeded."""
+    return command is Command.CLOSE or command is Command.DISCONNECT
+
+
+def state_after(state: CallState, command: Command) -> CallState:
+    """The call's state as the agent sees it once ``command`` has succeeded in ``state``:
+    DISCONNECTED once it has left, else the call's own state."""
+    after = call_state_after(state, command)
+    return CallState.DISCONNECTED if agent_leaves(command) else after
+
+
+def agent_mode_after(command: Command, mode: AgentMode | None) -> AgentMode | None:
+    """The agent's mode once ``command`` has succeeded (unchanged by most commands)."""
+    return _MODE_AFTER.get(command, mode)
