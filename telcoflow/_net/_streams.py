@@ -27,7 +27,7 @@ import anyio.lowlevel
 import sniffio
 from anyio.streams.tls import TLSStream
 
-from .._pulse import Pulse
+from ._pulse import Pulse
 
 __all__ = [
     "READ_HIGH_WATER",

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
@@ -38,9 +39,9 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError as WsLocalProtocolError
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
-from .._pulse import Pulse
 from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
 from ._frames import CONTROL, CONTROL_FRAME_BYTES, OP_BINARY, OP_TEXT, encode_data_frame, next_frame
+from ._pulse import Pulse
 from ._streams import NowaitStream, open_stream
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
     "connect_websocket",
 ]
 
-logger = logging.getLogger("telcoflow.websocket")
+logger = logging.getLogger("telcoflow_sdk.websocket")
 
 #: Largest message accepted from a peer. Protocol messages are tiny (PROTOCOL.md frames are at
 #: most a few KiB); a peer sending more is broken or hostile, and buffering it costs memory.
@@ -70,6 +71,9 @@ WRITE_TIMEOUT = 10.0
 
 #: Bytes asked of the stream per read: a few dozen audio frames.
 RECEIVE_BYTES = 65536
+
+#: Control frames (pings) a reader handles before it lets other tasks run.
+CONTROL_FRAMES_PER_TURN = 64
 
 #: The handshake's response must fit in this (a reject body included).
 MAX_HANDSHAKE_BYTES = 64 * 1024
@@ -124,6 +128,11 @@ class WebSocketConnection:
         self._fragment_bytes = 0
         self._fragment_count = 0
         self._pongs: deque[anyio.Event] = deque()
+        #: Pongs are queued as their pings are read and written when the reader next waits
+        #: for data or returns a message: a burst of pings costs one write, not one per ping.
+        self._pongs_due = False
+        #: Control frames handled since the reader last let other tasks run.
+        self._unyielded = 0
         self._closed: ConnectionClosed | None = None
         self._close_received = anyio.Event()
         self._reading = False
@@ -279,6 +288,7 @@ class WebSocketConnection:
                 for event in self._events:
                     message = await self._handle(event)
                     if message is not None:
+                        await self._send_pongs()
                         return message
                 if self._closed is not None:
                     raise self._closed
@@ -287,7 +297,9 @@ class WebSocketConnection:
                     if parsed is _FED:
                         continue
                     if parsed is not None:
+                        await self._send_pongs()
                         return parsed  # type: ignore[return-value]
+                await self._send_pongs()
                 try:
                     data = await self._stream.receive(RECEIVE_BYTES)
                 except _STREAM_ERRORS as exc:
@@ -370,16 +382,21 @@ class WebSocketConnection:
             return b"".join(parts)  # type: ignore[arg-type]
         if isinstance(event, Ping):
             self._queue(event.response())
-            try:
-                await self._flush()
-            except ConnectionClosed:
-                pass
+            self._pongs_due = True
+            self._unyielded += 1
+            if self._unyielded >= CONTROL_FRAMES_PER_TURN:
+                # A peer sending nothing but control frames, all at once, must not keep this
+                # task from letting the others run.
+                self._unyielded = 0
+                await self._send_pongs()
+                await anyio.lowlevel.checkpoint()
             return None
         if isinstance(event, Pong):
             while self._pongs:
                 self._pongs.popleft().set()
             return None
         if isinstance(event, CloseConnection):
+            await self._send_pongs()  # a ping before the close is still answered
             self._close_received.set()
             self._reader_changed.set()
             state = self._ws.state
@@ -396,6 +413,15 @@ class WebSocketConnection:
             await self._close_stream()
             raise self._closed  # type: ignore[misc]
         return None  # pragma: no cover - no other events once open
+
+    async def _send_pongs(self) -> None:
+        if not self._pongs_due:
+            return
+        self._pongs_due = False
+        try:
+            await self._flush()
+        except ConnectionClosed:
+            pass
 
     # --- closing ---------------------------------------------------------------------------------
 
