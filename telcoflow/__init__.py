@@ -10,7 +10,7 @@ import logging as _logging
 from . import events, exceptions
 from ._version import __version__
 from .call import ActiveCall, CallStats
-from .client import IncomingCalls, TelcoflowClient
+from .client import IncomingCalls, SessionRecord, TelcoflowClient
 from .config import ReconnectPolicy, TelcoflowClientConfig
 from .events import AgentMode, AudioMode, CallEvent, CallState, ClientEvent, TerminationReason
 from .exceptions import (
@@ -24,8 +24,12 @@ from .exceptions import (
     WSSConnectionError,
     WSSError,
     WSSMediaError,
+    WSSRequestError,
 )
 
+# The SDK logs under ``telcoflow_sdk`` (the names the hosted service's documentation tells users
+# to configure); the sandbox under ``telcoflow.sandbox``. Libraries install no handler of their own.
+_logging.getLogger("telcoflow_sdk").addHandler(_logging.NullHandler())
 _logging.getLogger("telcoflow").addHandler(_logging.NullHandler())
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "ClientEvent",
     "IncomingCalls",
     "ReconnectPolicy",
+    "SessionRecord",
     "TelcoflowClient",
     "TelcoflowClientConfig",
     "TerminationReason",
@@ -51,6 +56,7 @@ __all__ = [
     "WSSConnectionError",
     "WSSError",
     "WSSMediaError",
+    "WSSRequestError",
     "__version__",
     "events",
     "exceptions",

@@ -18,30 +18,37 @@ from typing import Any, Literal
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import attrs
 
 from . import events
 from ._core import (
     CHANNEL_CALLEE,
     CHANNEL_CALLER,
     CHANNEL_MIXED,
+    MAX_RING_TIME_S,
     AgentMode,
     AudioFrame,
     AudioMode,
     BufferRequest,
     CallErrorEvent,
-    CallIncoming,
     CallState,
     CallTerminatedEvent,
     Command,
     CommandCompleted,
+    Direction,
+    ErrorCode,
+    MediaEvent,
     MediaProtocol,
     MessageIgnored,
-    ProtocolError,
     Role,
+    TerminationReason,
+    UnknownCallEvent,
+    UnknownMessage,
+    agent_mode_after,
+    frame_bytes_for,
 )
 from ._handlers import HandlerRegistry
-from ._net import ConnectionClosed, WebSocketConnection
-from ._pulse import Pulse
+from ._net import ConnectionClosed, Pulse, WebSocketConnection, open_link
 from .config import TelcoflowClientConfig
 from .exceptions import (
     BufferClosedError,
@@ -52,15 +59,10 @@ from .exceptions import (
     WSSCallError,
 )
 
-__all__ = ["ActiveCall", "CallStats"]
+__all__ = ["ActiveCall", "CallDetails", "CallStats"]
 
-logger = logging.getLogger("telcoflow.media_connection")
+logger = logging.getLogger("telcoflow_sdk.media_connection")
 
-_MODE_OF: dict[Command, AgentMode] = {
-    Command.WHISPER: AgentMode.WHISPER,
-    Command.BARGE: AgentMode.BARGE,
-    Command.SPY: AgentMode.SPY,
-}
 _FAILED_EVENT = {
     Command.ANSWER: events.CALL_ANSWER_FAILED,
     Command.CONNECT: events.CALL_CONNECT_FAILED,
@@ -71,11 +73,23 @@ _DONE_EVENT = {Command.ANSWER: events.CALL_ANSWERED, Command.CONNECT: events.CAL
 #: writes, and a server asking for tiny frames cannot stall the event loop with one huge write.
 MAX_FRAMES_PER_WRITE = 50
 
-#: Bad frames logged at WARNING per call; the rest at DEBUG (all are counted in stats).
-LOUD_ERRORS = 10
-
 #: The longest ring time ``connect`` accepts (PROTOCOL.md).
-MAX_RING_TIME_SECONDS = 120
+MAX_RING_TIME_SECONDS = MAX_RING_TIME_S
+
+_LEGS: dict[str, int] = {"mixed": CHANNEL_MIXED, "caller": CHANNEL_CALLER, "callee": CHANNEL_CALLEE}
+
+
+@attrs.frozen
+class CallDetails:
+    """What the server told us about a call (``call.in``, and the notification before it)."""
+
+    call_id: str
+    session_id: str
+    from_number: str
+    to_number: str
+    direction: str = Direction.INBOUND.value
+    org_uuid: str = ""
+    created_at: float = 0.0
 
 
 class CallStats:
@@ -85,8 +99,10 @@ class CallStats:
         "bytes_received",
         "bytes_sent",
         "command_latencies_ms",
+        "dropped_inbound_bytes",
         "dropped_inbound_chunks",
         "frames_received",
+        "ignored_frames",
         "protocol_errors",
     )
 
@@ -95,6 +111,9 @@ class CallStats:
         self.bytes_received = 0
         self.frames_received = 0
         self.dropped_inbound_chunks = 0
+        self.dropped_inbound_bytes = 0
+        #: Audio on channels this call does not read (not logged: a server may send them all).
+        self.ignored_frames = 0
         self.protocol_errors = 0
         #: Round-trip time of each answered command, in milliseconds, by command name.
         self.command_latencies_ms: dict[str, list[float]] = {}
@@ -124,41 +143,62 @@ class _Waiter:
 
 
 class _AudioQueue:
-    """A bounded channel of audio chunks that drops the oldest chunk when full.
+    """Inbound audio of one channel, bounded in chunks and in bytes: when full, the oldest audio
+    is dropped (a slow consumer loses the past, never stalls the connection).
 
-    When the call's tasks end, chunks not yet read move to ``leftover`` so that the channel can
-    be closed without losing them: audio heard before the call ended is still delivered.
+    Closing it keeps what is queued: audio heard before the call ended is still delivered, then
+    iteration ends.
     """
 
-    def __init__(self, size: int) -> None:
-        self.send, self.receive = anyio.create_memory_object_stream[bytes](size)
-        self.leftover: deque[bytes] = deque()
+    __slots__ = ("_bytes", "_chunks", "_max_bytes", "_max_chunks", "_pulse", "closed")
+
+    def __init__(self, max_chunks: int, max_bytes: int) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._bytes = 0
+        self._max_chunks = max_chunks
+        self._max_bytes = max_bytes
+        self._pulse = Pulse()
+        self.closed = False
 
     def close(self) -> None:
-        self.send.close()
-        while True:
-            try:
-                self.leftover.append(self.receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                break
-        self.receive.close()
+        self.closed = True
+        self._pulse.fire()
 
-    def put(self, chunk: bytes) -> bool:
-        """Queue ``chunk``; False if the oldest chunk had to be dropped for it (or the call has
-        ended and the chunk is dropped)."""
-        try:
-            self.send.send_nowait(chunk)
-            return True
-        except anyio.WouldBlock:
-            self.receive.receive_nowait()
-            self.send.send_nowait(chunk)
-            return False
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            return False
+    @property
+    def buffered_bytes(self) -> int:
+        return self._bytes
+
+    def put(self, chunk: bytes) -> int:
+        """Queue ``chunk``; returns the bytes of older audio dropped to make room (0 if none;
+        once closed, the chunk itself is dropped)."""
+        if self.closed:
+            return len(chunk)
+        chunks = self._chunks
+        chunks.append(chunk)
+        self._bytes += len(chunk)
+        dropped = 0
+        while len(chunks) > self._max_chunks or (self._bytes > self._max_bytes and len(chunks) > 1):
+            old = chunks.popleft()
+            self._bytes -= len(old)
+            dropped += len(old)
+        self._pulse.fire()
+        return dropped
+
+    async def get(self) -> bytes | None:
+        """The next chunk, or None once the queue is closed and empty."""
+        while not self._chunks:
+            if self.closed:
+                return None
+            await self._pulse.wait()
+        chunk = self._chunks.popleft()
+        self._bytes -= len(chunk)
+        return chunk
 
 
 class _AudioStream:
     """``async for chunk in call.audio_stream()``: ends when the call ends for the agent."""
+
+    __slots__ = ("_queue",)
 
     def __init__(self, queue: _AudioQueue) -> None:
         self._queue = queue
@@ -167,15 +207,10 @@ class _AudioStream:
         return self
 
     async def __anext__(self) -> bytes:
-        queue = self._queue
-        if queue.leftover:
-            return queue.leftover.popleft()
-        try:
-            return await queue.receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if queue.leftover:  # closed while we waited
-                return queue.leftover.popleft()
-            raise StopAsyncIteration from None
+        chunk = await self._queue.get()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
 
 
 class ActiveCall:
@@ -184,17 +219,19 @@ class ActiveCall:
 
     def __init__(
         self,
-        offer: CallIncoming,
+        details: CallDetails,
         config: TelcoflowClientConfig,
         connection: WebSocketConnection,
         *,
         on_ended: Callable[[ActiveCall], None] | None = None,
+        state: CallState = CallState.PENDING,
     ) -> None:
-        self._offer = offer
+        self._details = details
         self._config = config
         self._conn = connection
         self._on_ended = on_ended
         self._proto = MediaProtocol(Role.CLIENT, sample_rate=config.sample_rate)
+        self._proto.call_state = state
         self._handlers = HandlerRegistry((e.value for e in events.CallEvent), "call")
         self._waiters: dict[str, _Waiter] = {}
         self._agent_mode: AgentMode | None = None
@@ -206,12 +243,18 @@ class ActiveCall:
         self._events_send, self._events_receive = anyio.create_memory_object_stream[
             tuple[str, Any]
         ](math.inf)
-        size = config.audio_queue_chunks
-        self._queues: dict[int, _AudioQueue] = (
-            {CHANNEL_CALLER: _AudioQueue(size), CHANNEL_CALLEE: _AudioQueue(size)}
+        chunks = config.audio_queue_chunks
+        # Bounded in bytes too: a server sending large frames cannot make a call hold more
+        # than this many 20 ms chunks' worth of audio.
+        max_bytes = chunks * frame_bytes_for(config.sample_rate)
+        channels = (
+            (CHANNEL_MIXED, CHANNEL_CALLER, CHANNEL_CALLEE)
             if config.audio_mode is AudioMode.ISOLATED
-            else {CHANNEL_MIXED: _AudioQueue(size)}
+            else (CHANNEL_MIXED,)
         )
+        self._queues: dict[int, _AudioQueue] = {c: _AudioQueue(chunks, max_bytes) for c in channels}
+        #: A trailing odd byte of a channel's last frame, kept for its next (audio is a stream).
+        self._odd: dict[int, bytes] = {}
         self._io_scope: anyio.CancelScope | None = None
         # The call's tasks are shielded from the client's cancellation: on exit the client first
         # lets each call leave politely and deliver CALL_TERMINATED, then cancels this scope.
@@ -227,39 +270,51 @@ class ActiveCall:
         self._dropped = 0
         #: Fired when audio was sent or played, or the call ended.
         self._progress = Pulse()
+        #: ``call.error`` reports so far (logged at WARNING a few times, then rarely).
+        self._call_errors = 0
 
     def __repr__(self) -> str:
         return (
-            f"<ActiveCall {self.call_id} {self.state.value} from={self.caller_number} "
-            f"to={self.callee_number}>"
+            f"<ActiveCall {self.call_id} {self.direction} {self.state.value} "
+            f"from={self.caller_number} to={self.callee_number}>"
         )
 
     # --- properties ------------------------------------------------------------------------------
 
     @property
     def call_id(self) -> str:
-        """The call's id: the same id the sandbox's HTTP API uses."""
-        return self._offer.call_id
+        """The call's id (``call.in``'s ``callId``): the same id the sandbox's HTTP API uses."""
+        return self._details.call_id
+
+    @property
+    def session_id(self) -> str:
+        """The control-plane session the call belongs to."""
+        return self._details.session_id
+
+    @property
+    def org_uuid(self) -> str:
+        """The organisation the call belongs to, as the server names it (may be empty)."""
+        return self._details.org_uuid
 
     @property
     def caller_number(self) -> str:
-        """Who is calling (the offer's ``from``)."""
-        return self._offer.from_number
+        """Who is calling (``call.in``'s ``from``; the connector's number on a dialled call)."""
+        return self._details.from_number
 
     @property
     def callee_number(self) -> str:
-        """The number called (the offer's ``to``): whom ``connect()`` rings."""
-        return self._offer.to_number
+        """The number called (``call.in``'s ``to``; the dialled number on a dialled call)."""
+        return self._details.to_number
 
     @property
     def direction(self) -> str:
-        """``"MT"`` for an inbound call to the connector's number."""
-        return self._offer.direction
+        """``"MT"`` for an inbound call to the connector's number, ``"MO"`` for one dialled."""
+        return self._details.direction
 
     @property
     def created_at(self) -> float:
-        """When the call was placed (unix seconds, the server's clock)."""
-        return self._offer.created_at
+        """When the call was notified (unix seconds, the server's clock; 0 if not said)."""
+        return self._details.created_at
 
     @property
     def state(self) -> CallState:
@@ -280,6 +335,13 @@ class ActiveCall:
     def audio_mode(self) -> AudioMode:
         """``mixed`` (one inbound stream) or ``isolated`` (caller and callee legs apart)."""
         return self._config.audio_mode
+
+    @property
+    def inbound_buffered_bytes(self) -> int:
+        """Audio received and not yet taken from ``audio_stream()``, in bytes (all legs): how
+        far behind the application is. Bounded: past ``audio_queue_chunks`` 20 ms chunks'
+        worth, the oldest audio is dropped."""
+        return sum(q.buffered_bytes for q in self._queues.values())
 
     @property
     def termination_reason(self) -> str | None:
@@ -351,18 +413,15 @@ class ActiveCall:
         Raises :class:`WSSCallCommandError` with ``CALL_UNANSWERED`` or ``CALL_REJECTED`` when the
         callee does not pick up; the call then stays as it was.
         """
-        if (
-            isinstance(ring_time_seconds, bool)
-            or not isinstance(ring_time_seconds, int)
-            or not 1 <= ring_time_seconds <= MAX_RING_TIME_SECONDS
-        ):
-            raise ValueError(
-                f"ring_time_seconds must be an integer in 1..{MAX_RING_TIME_SECONDS}, "
-                f"not {ring_time_seconds!r}"
-            )
-        # The server answers within the ring time; our timeout must outlast it.
-        timeout = ring_time_seconds + self._config.command_timeout
-        await self._command(Command.CONNECT, {"ringTimeSeconds": ring_time_seconds}, timeout)
+        check_ring_time(ring_time_seconds)
+        # The server answers within the ring time, which is the command's timeout_ms (as the
+        # official client sends it); we wait a command timeout longer for its answer.
+        await self._command(
+            Command.CONNECT,
+            {"ringTimeSeconds": ring_time_seconds},
+            ring_time_seconds + self._config.command_timeout,
+            timeout_ms=ring_time_seconds * 1000,
+        )
 
     async def whisper(self) -> None:
         """Only the callee hears the agent (coaching)."""
@@ -387,13 +446,18 @@ class ActiveCall:
     async def force_disconnect(self) -> None:
         """Tear the media connection down locally without asking the server. Never raises."""
         try:
-            self._terminate(events.TerminationReason.AGENT_FORCE_DISCONNECT.value)
+            self._terminate(TerminationReason.AGENT_FORCE_DISCONNECT.value)
             await self._conn.aclose(1000, "force disconnect")
         except Exception:  # pragma: no cover - aclose is shielded and swallows stream errors
             logger.debug("call %s: error while force-disconnecting", self.call_id, exc_info=True)
 
     async def _command(
-        self, command: Command, data: dict[str, Any] | None = None, timeout: float | None = None
+        self,
+        command: Command,
+        data: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        *,
+        timeout_ms: int | None = None,
     ) -> Any:
         if self._termination_reason is not None:
             raise WSSCallClosedError(
@@ -402,7 +466,9 @@ class ActiveCall:
                 self.call_id,
             )
         timeout = self._config.command_timeout if timeout is None else timeout
-        command_id, wire = self._proto.command(command, max(1, int(timeout * 1000)), data)
+        if timeout_ms is None:
+            timeout_ms = max(1, int(timeout * 1000))
+        command_id, wire = self._proto.command(command, timeout_ms, data)
         waiter = self._waiters[command_id] = _Waiter()
         logger.debug("call %s: -> %s (%s)", self.call_id, command.value, command_id)
         started = anyio.current_time()
@@ -446,10 +512,7 @@ class ActiveCall:
         waiter = self._waiters.get(response.command_id)
         outcome: CommandCompleted | WSSCallError = completed
         if response.success:
-            if command in _MODE_OF:
-                self._agent_mode = _MODE_OF[command]
-            elif command is Command.CONNECT:
-                self._agent_mode = AgentMode.BARGE
+            self._agent_mode = agent_mode_after(command, self._agent_mode)
             if command in _DONE_EVENT:
                 self._emit(_DONE_EVENT[command], None)
         else:
@@ -473,9 +536,9 @@ class ActiveCall:
         text = f"{command.value} on call {self.call_id} failed: {code}" + (
             f" ({message})" if message else ""
         )
-        if code == "CALL_TERMINATED":
+        if code == ErrorCode.CALL_TERMINATED:
             return WSSCallClosedError(text, self.call_id)
-        if code == "TIMEOUT":
+        if code == ErrorCode.TIMEOUT:
             return WSSCallCommandTimeoutError(text, self.call_id, command=command.value)
         return WSSCallCommandError(
             text, self.call_id, command=command.value, error_code=code, error_message=message
@@ -555,12 +618,13 @@ class ActiveCall:
     ) -> AsyncIterator[bytes]:
         """What the agent hears, as chunks of PCM16; ends when the call ends for the agent.
 
-        In ``isolated`` audio mode, ``leg`` picks the caller's (default) or the callee's leg.
+        In ``isolated`` audio mode, ``leg`` picks the caller's leg (the default), the callee's, or
+        everything mixed (``"mixed"``, what the agent hears in mixed mode).
         """
         if leg is None:
             leg = "caller" if self.audio_mode is AudioMode.ISOLATED else "mixed"
-        channel = {"mixed": CHANNEL_MIXED, "caller": CHANNEL_CALLER, "callee": CHANNEL_CALLEE}[leg]
-        queue = self._queues.get(channel)
+        channel = _LEGS.get(leg)
+        queue = None if channel is None else self._queues.get(channel)
         if queue is None:
             raise ValueError(f"no {leg!r} audio in {self.audio_mode.value} audio mode")
         return _AudioStream(queue)
@@ -572,11 +636,11 @@ class ActiveCall:
         if self._termination_reason is not None:
             return
         self._termination_reason = reason
-        self._proto.call_state = CallState.DISCONNECTED
+        self._proto.terminate_locally()
         self._out.clear()
         self._sender_idle.fire()
         for queue in self._queues.values():
-            queue.send.close()
+            queue.close()
         for waiter in self._waiters.values():
             if waiter.outcome is None:
                 waiter.outcome = WSSCallClosedError(
@@ -611,15 +675,14 @@ class ActiveCall:
                         self._io_scope.cancel()
                     async with anyio.create_task_group() as io:
                         io.start_soon(self._send_loop)
-                        io.start_soon(self._heartbeat)
                         await self._read_loop()
                         io.cancel_scope.cancel()
                 # The call is over for the agent: answer the server's close now, not once the
                 # application's handler (which may linger) returns.
-                self._terminate(events.TerminationReason.MEDIA_LOST.value)
+                self._terminate(TerminationReason.MEDIA_LOST.value)
                 await self._conn.aclose()
         finally:
-            self._terminate(events.TerminationReason.MEDIA_LOST.value)
+            self._terminate(TerminationReason.MEDIA_LOST.value)
             await self._conn.aclose()
             for queue in self._queues.values():
                 queue.close()
@@ -646,12 +709,6 @@ class ActiveCall:
         finally:
             self._events_done.set()
 
-    async def _heartbeat(self) -> None:
-        try:
-            await self._conn.heartbeat(self._config.ping_interval, self._config.ping_timeout)
-        except ConnectionClosed:
-            self._terminate(events.TerminationReason.MEDIA_LOST.value)
-
     async def _send_frames(self, frames: list[bytes]) -> None:
         try:
             await self._conn.send_many(frames)
@@ -671,57 +728,105 @@ class ActiveCall:
             if len(frames) == MAX_FRAMES_PER_WRITE:
                 await anyio.lowlevel.checkpoint()  # more to send: let other tasks run first
 
+    def _bad_frame(self, _exc: Exception) -> None:
+        self.stats.protocol_errors += 1
+
     async def _read_loop(self) -> None:
-        conn, proto, stats, queues = self._conn, self._proto, self.stats, self._queues
-        while self._termination_reason is None:
-            try:
-                raw = await conn.receive()
-            except ConnectionClosed as closed:
-                if self._termination_reason is None:
-                    logger.warning(
-                        "call %s: media connection lost (code %s)", self.call_id, closed.code
-                    )
-                self._terminate(events.TerminationReason.MEDIA_LOST.value)
-                return
-            try:
-                event = proto.receive(raw)
-            except ProtocolError as exc:
-                stats.protocol_errors += 1
-                # A broken or hostile server could send thousands: warn about the first few.
-                level = logging.WARNING if stats.protocol_errors <= LOUD_ERRORS else logging.DEBUG
-                logger.log(level, "call %s: ignoring bad frame: %s", self.call_id, exc)
-                continue
-            if isinstance(event, AudioFrame):
-                queue = queues.get(event.channel)
-                if queue is None:
-                    stats.protocol_errors += 1
+        c = self._config
+        async with open_link(
+            self._conn,
+            self._proto.receive,
+            logger=logger,
+            ping_interval=c.ping_interval,
+            ping_timeout=c.ping_timeout,
+            on_bad_frame=self._bad_frame,
+        ) as link:
+            async for event in link:
+                if isinstance(event, AudioFrame):
+                    self._audio(event)  # the hot path first
                     continue
-                stats.frames_received += 1
-                stats.bytes_received += len(event.pcm)
-                if not queue.put(event.pcm):
-                    stats.dropped_inbound_chunks += 1
-                    if stats.dropped_inbound_chunks % 500 == 1:
-                        logger.warning(
-                            "call %s: inbound audio not consumed; dropped %d oldest chunks so far",
-                            self.call_id,
-                            stats.dropped_inbound_chunks,
-                        )
-            elif isinstance(event, BufferRequest):
+                if self._handle(event):
+                    return
+            if self._termination_reason is None:
+                closed = link.closed
+                logger.warning(
+                    "call %s: media connection lost (code %s)",
+                    self.call_id,
+                    closed.code if closed else "?",
+                )
+            self._terminate(TerminationReason.MEDIA_LOST.value)
+
+    def _audio(self, frame: AudioFrame) -> None:
+        stats = self.stats
+        channel = frame.channel
+        queue = self._queues.get(channel)
+        if queue is None:
+            stats.ignored_frames += 1
+            return
+        pcm = frame.pcm
+        stats.frames_received += 1
+        stats.bytes_received += len(pcm)
+        odd = self._odd
+        if odd or len(pcm) & 1:
+            # Audio is a byte stream: a server may cut frames anywhere, and whole samples must
+            # reach the application.
+            pcm = odd.pop(channel, b"") + pcm
+            if len(pcm) & 1:
+                odd[channel] = pcm[-1:]
+                pcm = pcm[:-1]
+            if not pcm:
+                return
+        dropped = queue.put(pcm)
+        if dropped:
+            stats.dropped_inbound_chunks += 1
+            stats.dropped_inbound_bytes += dropped
+            if stats.dropped_inbound_chunks % 500 == 1:
+                logger.warning(
+                    "call %s: inbound audio not consumed; dropped %d oldest chunks so far",
+                    self.call_id,
+                    stats.dropped_inbound_chunks,
+                )
+
+    def _handle(self, event: MediaEvent) -> bool:
+        """Act on one non-audio event; True once the call has ended."""
+        match event:
+            case BufferRequest():
                 self._granted += event.requested_bytes
-                self._capacity = max(self._capacity, proto.credit)
+                self._capacity = max(self._capacity, self._proto.credit)
                 if self._out:
                     self._sender_idle.fire()
                 self._progress.fire()
-            elif isinstance(event, CommandCompleted):
+            case CommandCompleted():
                 self._complete(event)
-            elif isinstance(event, CallTerminatedEvent):
-                self._terminate(event.reason)
-                return
-            elif isinstance(event, CallErrorEvent):
-                logger.warning(
-                    "call %s: server reported %s: %s", self.call_id, event.error_code, event.message
+            case CallTerminatedEvent(reason=reason):
+                self._terminate(reason)
+                return True
+            case CallErrorEvent(error_code=code, error_message=message):
+                self._call_errors += 1
+                n = self._call_errors
+                level = logging.WARNING if n <= 10 or n % 100 == 0 else logging.DEBUG
+                logger.log(
+                    level, "call %s: server reported %s: %s (#%d)", self.call_id, code, message, n
                 )
-            elif isinstance(event, MessageIgnored):
-                logger.debug("call %s: %s", self.call_id, event.reason)
-            else:
+            case MessageIgnored(reason=reason):
+                logger.debug("call %s: %s", self.call_id, reason)
+            case UnknownCallEvent(event=name):
+                logger.debug("call %s: ignoring unknown call event %r", self.call_id, name)
+            case UnknownMessage(type=kind):
+                logger.debug("call %s: ignoring unknown frame type %r", self.call_id, kind)
+            case _:
                 logger.debug("call %s: ignoring %r", self.call_id, event)
+        return False
+
+
+def check_ring_time(ring_time_seconds: object) -> None:
+    """``ValueError`` unless ``ring_time_seconds`` is an integer within 1..120."""
+    if (
+        isinstance(ring_time_seconds, bool)
+        or not isinstance(ring_time_seconds, int)
+        or not 1 <= ring_time_seconds <= MAX_RING_TIME_SECONDS
+    ):
+        raise ValueError(
+            f"ring_time_seconds must be an integer in 1..{MAX_RING_TIME_SECONDS}, "
+            f"not {ring_time_seconds!r}"
+        )

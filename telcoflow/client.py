@@ -1,9 +1,28 @@
-"""``TelcoflowClient``: the control connection, its reconnection, and the calls it delivers.
+"""``TelcoflowClient``: the control connection (the session manager), its reconnection, and the
+calls it takes.
+
+PROTOCOL.md, "An inbound call": the server notifies every control connection of a connector of a
+ringing call (``session.notify``); the first to claim it (``session.open``) takes it, readies it
+(``session.ready``), is told where its media is (``call.in``) and opens that media connection;
+only then does the application get the :class:`~telcoflow.call.ActiveCall`. Several processes may
+share a connector: each claims what it has room for, and ``SESSION_BUSY`` means another took it.
 
 The client owns one task group. In it, a supervisor keeps the control connection alive (reading
-offers, heartbeating, reconnecting with jittered backoff) and every offered call runs in its own
-task group (see :mod:`telcoflow.call`). Leaving ``async with`` closes every active call (the agent
-leaves), stops every task and closes every connection: nothing outlives the block.
+frames through a link, heartbeating, reconnecting with jittered backoff) and every session the
+client claims runs in a task of its own: the claim, then the call's own task group (see
+:mod:`telcoflow.call`). Losing the control connection ends no call: media connections are
+independent. Leaving ``async with`` closes every active call (the agent leaves), stops every task
+and closes every connection: nothing outlives the block.
+
+Invariants:
+
+- a session id is in ``_sessions`` from the moment the client decides to claim it until its task
+  ends; a notification of a session already there (``RESUME`` after a reconnect, or a repeated
+  notify) is ignored;
+- a call is in ``_calls`` from the moment its media connection is open until it ends for the
+  agent; ``max_calls`` counts ``_sessions``, so claims in flight count against it too;
+- every request has a bounded wait (``request_timeout``), and fails at once when the control
+  connection is lost.
 """
 
 from __future__ import annotations
@@ -11,23 +30,42 @@ from __future__ import annotations
 import logging
 import ssl
 import sys
+import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
+import attrs
+import httpx
 
 from . import events
 from ._core import (
-    CallEnded,
-    CallIncoming,
+    Activity,
+    CallFlowSetup,
+    CallIn,
     CallState,
+    Channel,
     ControlProtocol,
+    ControlRequest,
+    Direction,
+    ErrorCode,
     ErrorMessage,
+    InboundCallFlow,
+    MessageIgnored,
     ProtocolError,
+    RequestCompleted,
+    Response,
     Role,
+    SessionClosed,
+    SessionCreate,
+    SessionNotify,
+    SessionOpen,
+    SessionReady,
     Setup,
     SetupDone,
     UnknownMessage,
@@ -41,37 +79,63 @@ from ._net import (
     WebSocketConnection,
     client_ssl_context,
     connect_websocket,
+    open_link,
 )
 from ._version import __version__
-from .call import ActiveCall
+from .call import ActiveCall, CallDetails, check_ring_time
 from .config import TelcoflowClientConfig
-from .exceptions import WSSAuthenticationError, WSSConnectionError, WSSError, WSSMediaError
+from .exceptions import (
+    WSSAuthenticationError,
+    WSSCallCommandError,
+    WSSConnectionError,
+    WSSError,
+    WSSMediaError,
+    WSSRequestError,
+)
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["IncomingCalls", "TelcoflowClient"]
+__all__ = ["IncomingCalls", "SessionRecord", "TelcoflowClient"]
 
-logger = logging.getLogger("telcoflow.control_connection")
+logger = logging.getLogger("telcoflow_sdk.control_connection")
 
-SDK_VERSION_HEADER = ("x-sdk-version", f"telcoflow-python/{__version__}")
+USER_AGENT = f"telcoflow-anyio/{__version__}"
 
 #: On exit, how long each call gets to leave politely (``call.close``) before it is torn down.
 LEAVE_TIMEOUT = 3.0
 
-#: Media connections being opened at once at most; offers beyond are left to be offered again
-#: (a server flooding offers at an address that never answers cannot pile up tasks and sockets).
-MAX_OPENING_CALLS = 64
+#: Media connections being opened at once at most, in all and to one host; further calls wait
+#: for a slot. A server offering calls at an address that never answers cannot pile up tasks
+#: and sockets, nor hold up the calls whose media is on a host that answers.
+MAX_OPENING_CALLS = 256
+MAX_OPENING_PER_HOST = 32
 
-#: How long a call waits for calls offered before it to be handed to the application first.
+#: Sessions claimed and not yet connected at most; past it new notifications are left to the
+#: connector's other processes (a server notifying thousands of calls at once cannot make
+#: this process hold them all).
+MAX_CLAIMS_IN_FLIGHT = 1000
+
+#: Failures of one kind logged at WARNING, then one in every ``QUIET_EVERY`` (a flood of bad
+#: calls must not flood the log).
+LOUD_FAILURES = 10
+QUIET_EVERY = 100
+
+#: How long a call waits for calls notified before it to be handed to the application first.
 HANDOFF_ORDER_WAIT = 0.5
 
-#: Bad control frames logged at WARNING per connection; the rest at DEBUG.
-LOUD_ERRORS = 10
-
-#: Calls offered and not yet taken from :meth:`TelcoflowClient.incoming_calls`; past this the
-#: consumer is not keeping up and further calls are released to be offered elsewhere.
+#: Calls taken and not yet consumed from :meth:`TelcoflowClient.incoming_calls`; past this the
+#: consumer is not keeping up.
 MAX_PENDING_INCOMING = 1000
+
+#: A control connection that lived at least this long was a success: the backoff starts again
+#: from its first delay. One that died sooner (a server that accepts, then drops at once) is
+#: counted as a failed attempt, so that ``max_attempts`` stops a reconnect loop.
+STABLE_CONNECTION_S = 10.0
+
+#: A dialled call rings this much longer, at most, than the ring time asked for before the
+#: client gives up on it (the server's own ring timeout comes first).
+DIAL_GRACE_S = 5.0
 
 
 class IncomingCalls:
@@ -110,6 +174,47 @@ class IncomingCalls:
             await self._changed.wait()
 
 
+@attrs.frozen
+class SessionRecord:
+    """One session as the REST plane lists it (``GET /public/v1/sessions``)."""
+
+    id: str
+    channel: str
+    initiator: str
+    state: str
+    remote_address: str
+    local_address: str
+    opened_at: float | None
+    closed_at: float | None
+
+    @classmethod
+    def from_json(cls, item: Any) -> SessionRecord:
+        """Read one item of the list; missing keys default as the official client's do."""
+        if not isinstance(item, dict):
+            raise WSSConnectionError(f"session list item is not an object: {item!r:.100}")
+
+        def text(key: str) -> str:
+            value = item.get(key)
+            return value if isinstance(value, str) else ""
+
+        def when(key: str) -> float | None:
+            value = item.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return None
+            return float(value)
+
+        return cls(
+            id=text("id"),
+            channel=text("channel"),
+            initiator=text("initiator"),
+            state=text("state"),
+            remote_address=text("remoteAddress"),
+            local_address=text("localAddress"),
+            opened_at=when("openedAt"),
+            closed_at=when("closedAt"),
+        )
+
+
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one exception a facade raises for an exception group of its internal tasks."""
     leaves: list[BaseException] = []
@@ -129,6 +234,115 @@ def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return leaves[0]
 
 
+class _Waiter:
+    __slots__ = ("done", "error", "response")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.response: Response | None = None
+        self.error: WSSError | None = None
+
+
+class _Control:
+    """One control connection after a successful setup: its protocol state and the requests
+    waiting for their responses."""
+
+    def __init__(
+        self, conn: WebSocketConnection, proto: ControlProtocol, sm_ws_id: str, timeout: float
+    ) -> None:
+        self.conn = conn
+        self.proto = proto
+        self.sm_ws_id = sm_ws_id
+        self.opened_at = anyio.current_time()
+        self._timeout = timeout
+        self._waiters: dict[str, _Waiter] = {}
+
+    async def send(self, msg: SessionReady) -> None:
+        """Send a message that gets no response."""
+        try:
+            await self.conn.send(self.proto.send(msg))
+        except (ConnectionClosed, ProtocolError) as exc:
+            raise WSSConnectionError(f"control connection lost: {exc}") from None
+
+    async def request(self, msg: ControlRequest) -> Response:
+        """Send ``msg`` and wait (at most ``request_timeout``) for its one response."""
+        kind = type(msg).__name__
+        try:
+            wire = self.proto.send(msg)
+        except ProtocolError as exc:
+            raise WSSConnectionError(f"cannot send {kind}: {exc}") from None
+        waiter = self._waiters[msg.req_id] = _Waiter()
+        try:
+            with anyio.move_on_after(self._timeout):
+                try:
+                    await self.conn.send(wire)
+                except ConnectionClosed as exc:
+                    raise WSSConnectionError(f"control connection lost: {exc}") from None
+                await waiter.done.wait()
+        finally:
+            del self._waiters[msg.req_id]
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.response is None:
+            self.proto.forget(msg.req_id)
+            raise WSSConnectionError(f"no response to {kind} within {self._timeout:g} s")
+        return waiter.response
+
+    def completed(self, event: RequestCompleted) -> None:
+        waiter = self._waiters.get(event.response.req_id)
+        if waiter is not None:
+            waiter.response = event.response
+            waiter.done.set()
+
+    def lost(self) -> None:
+        """The connection is gone: every request in flight fails now, not at its timeout."""
+        self.proto.connection_lost()
+        for waiter in self._waiters.values():
+            if not waiter.done.is_set():
+                waiter.error = WSSConnectionError(
+                    "control connection lost before the response arrived"
+                )
+                waiter.done.set()
+
+
+class _Session:
+    """A session this client claimed (or is claiming), from the claim until its call ends."""
+
+    __slots__ = (
+        "call",
+        "call_in",
+        "closed",
+        "created_at",
+        "direction",
+        "id",
+        "released",
+        "scope",
+        "signal",
+    )
+
+    def __init__(self, session_id: str, direction: Direction, created_at: float) -> None:
+        self.id = session_id
+        self.direction = direction
+        self.created_at = created_at
+        self.scope = anyio.CancelScope()
+        #: Set when ``call.in`` or ``session.closed`` arrives (whichever comes first).
+        self.signal = anyio.Event()
+        self.call_in: CallIn | None = None
+        self.closed: SessionClosed | None = None
+        self.call: ActiveCall | None = None
+        #: Its call ended for us: the session no longer holds a place (``max_calls``), and a new
+        #: notification of it is a new call.
+        self.released = False
+
+
+class _SessionEnded(Exception):
+    """A claimed session ended before its call could be taken (``session.closed``)."""
+
+    def __init__(self, closed: SessionClosed) -> None:
+        super().__init__(closed.reason)
+        self.closed = closed
+
+
 class TelcoflowClient:
     """Takes the calls of one connector. Use as ``async with TelcoflowClient(config) as client``."""
 
@@ -137,25 +351,33 @@ class TelcoflowClient:
             raise TypeError(f"config must be a TelcoflowClientConfig, not {type(config).__name__}")
         self.config = config
         self._handlers = HandlerRegistry((e.value for e in events.ClientEvent), "client")
+        #: Calls whose media connection is open and which have not ended, by call id.
         self._calls: dict[str, ActiveCall] = {}
+        #: Sessions claimed (or being claimed) and not yet over, by session id.
+        self._sessions: dict[str, _Session] = {}
         #: Calls whose tasks still run (an ended call's handler may still be finishing up).
         self._serving: set[ActiveCall] = set()
-        self._opening: dict[str, anyio.CancelScope] = {}
-        #: Calls offered and not yet handed to the application, in the order offered: media
-        #: connections open concurrently, and a call waits for those offered before it.
-        self._handoff: list[str] = []
+        #: Inbound sessions not yet handed to the application, in the order notified: media
+        #: connections open concurrently, and a call waits for those notified before it.
+        self._handoff: list[_Session] = []
         self._handoff_changed = anyio.Event()
+        self._opening: anyio.CapacityLimiter | None = None
+        self._opening_to: dict[str, anyio.CapacityLimiter] = {}
+        self._failures: dict[str, int] = {}
+        self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._control: WebSocketConnection | None = None
+        self._control: _Control | None = None
         self._supervisor: anyio.CancelScope | None = None
         self._stopped = anyio.Event()
         self._fatal: WSSError | None = None
         self._ssl: ssl.SSLContext | None = None
-        self._control_proto = ControlProtocol(Role.CLIENT)
-        self.connection_id: str | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._call_flow: CallFlowSetup | None = None
         self._iterators: list[IncomingCalls] = []
         self._draining = False
-        self._calls_changed = anyio.Event()
+        self._changed = anyio.Event()
+        #: The control connection's id on the server (``smWsId``), while connected.
+        self.connection_id: str | None = None
         #: How many times the control connection was re-established after a loss.
         self.reconnects = 0
 
@@ -182,8 +404,18 @@ class TelcoflowClient:
         """The active calls."""
         return list(self._calls.values())
 
+    @property
+    def connected(self) -> bool:
+        """True while the control connection is up."""
+        return self._control is not None
+
+    @property
+    def draining(self) -> bool:
+        """True while :meth:`drain` runs: no new call is claimed."""
+        return self._draining
+
     def incoming_calls(self) -> IncomingCalls:
-        """The calls offered from now on, as an async iterator (instead of ``on``)::
+        """The calls taken from now on, as an async iterator (instead of ``on``)::
 
         async for call in client.incoming_calls():
             tg.start_soon(agent, call)
@@ -192,42 +424,125 @@ class TelcoflowClient:
         self._iterators.append(iterator)
         return iterator
 
+    async def dial(self, to: str, *, ring_time_seconds: int = 60) -> ActiveCall:
+        """Call ``to`` (E.164, e.g. ``"+6590000003"``) from the connector's number.
+
+        Returns the :class:`ActiveCall` (``direction`` "MO", state ANSWERED) once the remote party
+        answers; its media runs in this client like any call's. Raises
+        :class:`WSSCallCommandError` whose ``error_code`` says why there is no call:
+        ``CALL_UNANSWERED`` (not answered within ``ring_time_seconds``), ``CALL_REJECTED``,
+        ``CHANNEL_NOT_CONFIGURED`` (the call flow allows no outbound calls),
+        ``QUOTA_EXCEEDED``, ``OUTBOUND_OVERFLOW`` or ``SESSION_ALREADY_EXISTS`` (a call to that
+        number is already open).
+        """
+        if not isinstance(to, str) or not to.strip() or len(to) > 64:
+            raise ValueError(f"to must be a phone number (E.164), not {to!r}")
+        check_ring_time(ring_time_seconds)
+        control = self._require_control("dial")
+        response = await control.request(
+            SessionCreate(Channel.TELCO.value, to, control.proto.new_request_id())
+        )
+        if not response.ok:
+            raise self._dial_error(to, response.error_code or "UNKNOWN", "the server refused")
+        content = response.content if isinstance(response.content, dict) else {}
+        session_id = content.get("sessionId")
+        if not isinstance(session_id, str) or not session_id:
+            raise WSSConnectionError(f"session.create for {to}: the response has no sessionId")
+        if content.get("created", True) is False:
+            raise self._dial_error(
+                to, ErrorCode.SESSION_ALREADY_EXISTS, f"session {session_id} is already open"
+            )
+        session = _Session(session_id, Direction.OUTBOUND, time.time())
+        self._sessions[session_id] = session
+        self._notify_changed()
+        result: list[ActiveCall | BaseException] = []
+        ready = anyio.Event()
+        assert self._tg is not None
+        self._tg.start_soon(self._run_dialled, session, ring_time_seconds, result, ready)
+        try:
+            await ready.wait()
+        except BaseException:
+            session.scope.cancel()  # the dialling task closes the session on its way out
+            raise
+        outcome = result[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def setup_call_flow(self, inbound: str = "ALL", outbound: bool = True) -> None:
+        """Which calls this connection handles: ``inbound`` ``"ALL"``, ``"MISSED_ONLY"`` (only
+        calls the number's own phone did not answer) or ``"NO"``; ``outbound`` whether
+        :meth:`dial` may call out. Kept, and sent again after every reconnect."""
+        try:
+            flow = InboundCallFlow(inbound)
+        except ValueError:
+            raise ValueError(
+                f"inbound must be 'ALL', 'MISSED_ONLY' or 'NO', not {inbound!r}"
+            ) from None
+        if not isinstance(outbound, bool):
+            raise ValueError(f"outbound must be a boolean, not {outbound!r}")
+        control = self._require_control("set up the call flow")
+        self._call_flow = CallFlowSetup(flow.value, outbound, False, False, "")
+        await self._send_call_flow(control)
+
+    async def list_sessions(
+        self,
+        *,
+        channel: str | None = None,
+        remote_address: str | None = None,
+        state: str | None = "OPEN",
+    ) -> list[SessionRecord]:
+        """The connector's sessions, from the REST plane (``state=None``: open and closed)."""
+        params = {
+            key: value
+            for key, value in (
+                ("channel", channel),
+                ("remoteAddress", remote_address),
+                ("state", state),
+            )
+            if value is not None
+        }
+        body = await self._rest("GET", "/public/v1/sessions", params=params)
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise WSSConnectionError("session list response has no 'items' list")
+        return [SessionRecord.from_json(item) for item in items]
+
+    async def close_session(self, session_id: str) -> bool:
+        """Close a session over the REST plane (for a call, the agent leaves it as with
+        ``call.close``); False if the server no longer knows it (already closed)."""
+        try:
+            await self._rest("POST", f"/public/v1/sessions/{session_id}/close")
+        except WSSRequestError as exc:
+            if exc.error_code == ErrorCode.SESSION_NOT_FOUND:
+                return False
+            raise
+        return True
+
     async def drain(self, timeout: float) -> None:
         """Stop taking new calls, let the active ones finish for up to ``timeout`` seconds, then
-        close what is left (the agent leaves) and disconnect. For rolling deploys: the server
-        offers new calls to the connector's other connections meanwhile."""
-        logger.info("draining: no new calls; %d active", len(self._calls))
+        close what is left (the agent leaves) and disconnect. For rolling deploys: the
+        connector's other processes take the calls notified meanwhile."""
+        logger.info("draining: no new calls; %d active", len(self._sessions))
         self._draining = True
         try:
-            if self._supervisor is not None:
-                self._supervisor.cancel()
-            control, self._control = self._control, None
-            if control is not None:
-                await control.aclose(1001, "draining")
             with anyio.move_on_after(timeout):
-                while self._calls or self._opening:
-                    await self._calls_changed.wait()
+                while self._sessions:
+                    await self._changed.wait()
         finally:
             self._draining = False
             await self._shutdown()
 
-    @property
-    def connected(self) -> bool:
-        """True while the control connection is up."""
-        return self._control is not None
-
     async def __aenter__(self) -> TelcoflowClient:
         if self._tg is not None:
             raise RuntimeError("this TelcoflowClient is already running")
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
+        stack = AsyncExitStack()
+        self._tg = await stack.enter_async_context(anyio.create_task_group())
+        self._stack = stack
         try:
             await self.connect()
         except BaseException:
-            self._tg = None
-            tg.cancel_scope.cancel()
-            await self._exit_task_group(tg)
+            await self._exit_tasks(None)
             raise
         return self
 
@@ -237,27 +552,38 @@ class TelcoflowClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        tg = self._tg
-        assert tg is not None
         try:
             await self._shutdown()
         finally:
-            self._tg = None
-            tg.cancel_scope.cancel()
-            await self._exit_task_group(tg)
+            await self._exit_tasks(exc)
 
-    @staticmethod
-    async def _exit_task_group(tg: anyio.abc.TaskGroup) -> None:
+    async def _exit_tasks(self, exc: BaseException | None) -> None:
+        """Stop the client's tasks. An internal error is raised unless the application's own
+        exception is already on its way out, which then wins (the internal one as its context)."""
+        stack, tg = self._stack, self._tg
+        self._stack = self._tg = None
+        assert stack is not None
+        assert tg is not None
+        tg.cancel_scope.cancel()
+        cancelled = anyio.get_cancelled_exc_class()
         try:
-            await tg.__aexit__(None, None, None)
+            await stack.aclose()
         except BaseExceptionGroup as group:
-            raise _unwrap(group) from None
+            internal = _unwrap(group)
+            # A cancellation on its way out may be the one the failing task caused: the
+            # internal error is the story then, not the cancellation.
+            if exc is None or isinstance(exc, cancelled) or isinstance(internal, cancelled):
+                raise internal from None
+            logger.debug("internal error hidden by the application's: %r", internal)
+            if exc.__context__ is None:
+                exc.__context__ = internal
 
     async def connect(self) -> None:
         """Open the control connection (a no-op while it is open).
 
-        Raises :class:`WSSAuthenticationError` for refused credentials (not retried) and
-        :class:`WSSConnectionError` when the server cannot be reached or refuses the setup.
+        Raises :class:`WSSAuthenticationError` for refused credentials and
+        :class:`WSSConnectionError` when the server cannot be reached, refuses our protocol
+        version (HTTP 426) or refuses the setup.
         """
         if self._control is not None:
             return
@@ -293,7 +619,7 @@ class TelcoflowClient:
         if self._fatal is not None:
             raise self._fatal
 
-    # --- control connection ----------------------------------------------------------------------
+    # --- connections -----------------------------------------------------------------------------
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -303,69 +629,87 @@ class TelcoflowClient:
             )
         return self._ssl
 
-    def _control_headers(self) -> list[tuple[str, str]]:
-        headers = [SDK_VERSION_HEADER]
-        if self.config.auth == "api_key":
-            assert self.config.api_key is not None
-            assert self.config.connector_uuid is not None
-            headers += [
-                ("x-api-key", self.config.api_key),
-                ("x-connector-uuid", self.config.connector_uuid),
-            ]
+    def _auth_headers(self) -> list[tuple[str, str]]:
+        c = self.config
+        headers: list[tuple[str, str]] = []
+        if c.auth == "api_key":
+            assert c.api_key is not None
+            assert c.connector_uuid is not None
+            headers += [("x-api-key", c.api_key), ("x-connector-uuid", c.connector_uuid)]
+        headers += [("x-sdk-version", c.sdk_version), ("user-agent", USER_AGENT)]
         return headers
 
     async def _open_websocket(
         self, url: str, headers: list[tuple[str, str]], name: str
     ) -> WebSocketConnection:
         context = self._ssl_context() if url.startswith("wss://") else None
-        with anyio.fail_after(self.config.connect_timeout):
-            return await connect_websocket(url, headers=headers, ssl_context=context, name=name)
+        return await connect_websocket(url, headers=headers, ssl_context=context, name=name)
 
-    async def _open_control(self) -> WebSocketConnection:
-        url = f"{self.config.base_url}/v1/agent/control"
-        try:
-            conn = await self._open_websocket(url, self._control_headers(), "control")
-        except HandshakeRejected as exc:
-            if exc.status_code in (401, 403):
-                what = "credentials refused" if exc.status_code == 401 else "connector disabled"
-                raise WSSAuthenticationError(
-                    f"{url}: {what} (HTTP {exc.status_code}: {exc.body})", exc.status_code
-                ) from None
-            raise WSSConnectionError(f"{url}: {exc}") from None
-        except ConnectFailed as exc:
-            raise WSSConnectionError(f"{url}: {exc}") from None
-        except TimeoutError:
-            raise WSSConnectionError(
-                f"{url}: no connection within {self.config.connect_timeout:g} s"
-            ) from None
-        try:
-            await self._setup(conn)
-        except BaseException:
-            await conn.aclose()
-            raise
-        return conn
-
-    async def _setup(self, conn: WebSocketConnection) -> None:
-        proto = ControlProtocol(Role.CLIENT)
-        self._control_proto = proto
+    async def _open_control(self) -> _Control:
+        """Connect, upgrade and set up, all within ``connect_timeout``."""
         c = self.config
+        url = f"{c.base_url}/v1/agent/session-manager"
+        conn: WebSocketConnection | None = None
         try:
             with anyio.fail_after(c.connect_timeout):
-                await conn.send(proto.send(Setup(c.sample_rate, c.audio_mode)))
-                while True:
-                    msg = proto.receive(await conn.receive())
-                    if isinstance(msg, SetupDone):
-                        self.connection_id = msg.connection_id
-                        logger.info("control connection ready (%s)", msg.connection_id)
-                        return
-                    if isinstance(msg, ErrorMessage):
-                        raise WSSConnectionError(f"setup refused: {msg.code}: {msg.message}")
+                try:
+                    conn = await self._open_websocket(url, self._auth_headers(), "control")
+                except HandshakeRejected as exc:
+                    raise self._rejected(url, exc) from None
+                except ConnectFailed as exc:
+                    raise WSSConnectionError(f"{url}: {exc}") from None
+                return await self._setup(conn)
         except TimeoutError:
-            raise WSSConnectionError("no setup.done within the connect timeout") from None
+            if conn is not None:
+                await conn.abort()
+            what = "set up" if conn is not None else "connected"
+            raise WSSConnectionError(
+                f"{url}: not {what} within the connect timeout ({c.connect_timeout:g} s)"
+            ) from None
+        except BaseException:
+            if conn is not None:
+                await conn.aclose()
+            raise
+
+    @staticmethod
+    def _rejected(url: str, exc: HandshakeRejected) -> WSSError:
+        status, body = exc.status_code, exc.body.strip()
+        text = f" ({body})" if body else ""
+        if status in (401, 403):
+            what = "credentials refused" if status == 401 else "connector disabled"
+            return WSSAuthenticationError(f"{url}: {what}, HTTP {status}{text}", status)
+        if status == 426:
+            return WSSConnectionError(
+                f"{url}: the server refuses this SDK's protocol version, HTTP 426{text}",
+                status,
+                fatal=True,
+            )
+        return WSSConnectionError(f"{url}: upgrade refused, HTTP {status}{text}", status)
+
+    async def _setup(self, conn: WebSocketConnection) -> _Control:
+        proto = ControlProtocol(Role.CLIENT)
+        c = self.config
+        try:
+            await conn.send(proto.send(Setup(c.sample_rate, c.audio_mode)))
+            while True:
+                msg = proto.receive(await conn.receive())
+                if isinstance(msg, SetupDone):
+                    self.connection_id = msg.sm_ws_id
+                    logger.info("control connection ready (smWsId %s)", msg.sm_ws_id or "?")
+                    return _Control(conn, proto, msg.sm_ws_id, c.request_timeout)
+                if isinstance(msg, ErrorMessage):
+                    raise WSSConnectionError(
+                        f"setup refused: {msg.code}: {msg.message}", fatal=True
+                    )
         except ConnectionClosed as exc:
             raise WSSConnectionError(f"control connection closed during setup: {exc}") from None
         except ProtocolError as exc:
             raise WSSConnectionError(f"bad frame during setup: {exc}") from None
+
+    def _require_control(self, what: str) -> _Control:
+        if self._control is None or self._tg is None:
+            raise WSSConnectionError(f"cannot {what}: the control connection is not open")
+        return self._control
 
     async def _supervise(self, scope: anyio.CancelScope) -> None:
         """Keep the control connection up until disconnect or a fatal error."""
@@ -373,13 +717,17 @@ class TelcoflowClient:
         backoff = Backoff(c.initial_delay, c.factor, c.max_delay, c.jitter, c.max_attempts)
         with scope:
             while True:
-                conn = self._control
-                if conn is None:
+                control = self._control
+                if control is None:
                     return  # shut down before this task started
-                await self._serve_control(conn)
+                await self._serve_control(control)
                 self._control = None
+                self.connection_id = None
+                self._control_lost()
                 if self._stopped.is_set():
                     return
+                if anyio.current_time() - control.opened_at >= STABLE_CONNECTION_S:
+                    backoff.reset()
                 while self._control is None:
                     if backoff.exhausted:
                         self._stop(
@@ -394,147 +742,458 @@ class TelcoflowClient:
                     await anyio.sleep(delay)
                     try:
                         self._control = await self._open_control()
-                    except WSSAuthenticationError as exc:
-                        logger.error("reconnect refused, not retrying: %s", exc)
-                        self._stop(exc)
-                        return
-                    except WSSConnectionError as exc:
+                    except WSSError as exc:
+                        if isinstance(exc, WSSAuthenticationError) or (
+                            isinstance(exc, WSSConnectionError) and exc.fatal
+                        ):
+                            logger.error("reconnect refused, not retrying: %s", exc)
+                            self._stop(exc)
+                            return
                         logger.warning("reconnect failed: %s", exc)
                 self.reconnects += 1
-                backoff.reset()
+                if self._call_flow is not None:
+                    assert self._tg is not None
+                    self._tg.start_soon(self._resend_call_flow, self._control)
 
     def _stop(self, fatal: WSSError | None) -> None:
         self._fatal = fatal
         self._stopped.set()
 
-    async def _serve_control(self, conn: WebSocketConnection) -> None:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._control_heartbeat, conn)
-            try:
-                await self._read_control(conn)
-            except ConnectionClosed as exc:
-                if not self._stopped.is_set():
-                    logger.warning("control connection lost: %s", exc)
-            finally:
-                tg.cancel_scope.cancel()
-                await conn.aclose()
-
-    async def _control_heartbeat(self, conn: WebSocketConnection) -> None:
+    async def _serve_control(self, control: _Control) -> None:
+        c = self.config
         try:
-            await conn.heartbeat(self.config.ping_interval, self.config.ping_timeout)
-        except ConnectionClosed:
-            pass
+            async with open_link(
+                control.conn,
+                control.proto.receive,
+                logger=logger,
+                ping_interval=c.ping_interval,
+                ping_timeout=c.ping_timeout,
+            ) as link:
+                async for event in link:
+                    match event:
+                        case RequestCompleted():
+                            control.completed(event)
+                        case SessionNotify():
+                            self._notified(event)
+                        case CallIn():
+                            self._call_in(event)
+                        case SessionClosed():
+                            self._session_closed(event)
+                        case ErrorMessage(code=code, message=message):
+                            self._log_failure(
+                                "server-errors",
+                                "server error on control connection: %s: %s",
+                                code,
+                                message,
+                            )
+                        case MessageIgnored(reason=reason):
+                            logger.debug("%s", reason)
+                        case UnknownMessage(type=kind):
+                            logger.debug("ignoring control frame of unknown type %r", kind)
+                        case _:
+                            logger.debug("ignoring %r", event)
+            if not self._stopped.is_set():
+                logger.warning("control connection lost: %s", link.closed)
+        finally:
+            control.lost()
+            await control.conn.aclose()
 
-    async def _read_control(self, conn: WebSocketConnection) -> None:
-        proto = self._control_proto
-        bad = 0
-        while True:
-            raw = await conn.receive()
-            try:
-                msg = proto.receive(raw)
-            except ProtocolError as exc:
-                bad += 1
-                level = logging.WARNING if bad <= LOUD_ERRORS else logging.DEBUG
-                logger.log(level, "ignoring bad control frame: %s", exc)
-                continue
-            if isinstance(msg, CallIncoming):
-                self._offered(msg)
-            elif isinstance(msg, CallEnded):
-                scope = self._opening.get(msg.call_id)
-                logger.info("call %s ended before it was claimed (%s)", msg.call_id, msg.reason)
-                if scope is not None:
-                    scope.cancel()
-            elif isinstance(msg, ErrorMessage):
-                logger.warning("server error on control connection: %s: %s", msg.code, msg.message)
-            elif isinstance(msg, UnknownMessage):
-                logger.debug("ignoring unknown control frame type %r", msg.type)
+    def _control_lost(self) -> None:
+        """The server unbinds our sessions: those without a media connection yet are given up
+        (it notifies them again, to us too once we are back); calls go on."""
+        for session in list(self._sessions.values()):
+            if session.call is None and session.call_in is None:
+                session.scope.cancel()
 
-    def _offered(self, offer: CallIncoming) -> None:
+    async def _send_call_flow(self, control: _Control) -> None:
+        flow = self._call_flow
+        assert flow is not None
+        msg = attrs.evolve(flow, req_id=control.proto.new_request_id())
+        response = await control.request(msg)
+        if not response.ok:
+            raise WSSRequestError(
+                f"call_flow.setup refused: {response.error_code}",
+                error_code=response.error_code,
+                error_content=response.error_content,
+            )
+        logger.info("call flow set: inbound %s, outbound %s", flow.inbound_call, flow.outbound_call)
+
+    async def _resend_call_flow(self, control: _Control) -> None:
+        try:
+            await self._send_call_flow(control)
+        except WSSError as exc:
+            logger.warning("call flow not restored after reconnect: %s", exc)
+
+    # --- REST plane ------------------------------------------------------------------------------
+
+    async def _rest(self, method: str, path: str, params: dict[str, str] | None = None) -> Any:
+        if self._tg is None or self._stopped.is_set():
+            raise WSSConnectionError(f"cannot {method} {path}: the client is not running")
+        if self._http is None:
+            headers = [(k, v) for k, v in self._auth_headers()]
+            verify: ssl.SSLContext | bool = (
+                self._ssl_context() if self.config.rest_url.startswith("https") else True
+            )
+            self._http = httpx.AsyncClient(
+                base_url=self.config.rest_url,
+                headers=headers,
+                verify=verify,
+                timeout=self.config.request_timeout,
+            )
+        try:
+            response = await self._http.request(method, path, params=params)
+        except httpx.HTTPError as exc:
+            raise WSSConnectionError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+        try:
+            body = response.json() if response.content else None
+        except ValueError:
+            body = None
+        if response.is_success:
+            return body
+        code = body.get("code") if isinstance(body, dict) else None
+        message = body.get("message") if isinstance(body, dict) else None
+        text = message if isinstance(message, str) else response.text[:200]
+        if response.status_code in (401, 403):
+            raise WSSAuthenticationError(
+                f"{method} {path}: HTTP {response.status_code}: {text}", response.status_code
+            )
+        raise WSSRequestError(
+            f"{method} {path}: HTTP {response.status_code}: [{code}] {text}",
+            error_code=code if isinstance(code, str) else None,
+        )
+
+    # --- sessions --------------------------------------------------------------------------------
+
+    def _notified(self, note: SessionNotify) -> None:
+        sid = note.session_id
+        if note.channel != Channel.TELCO:
+            logger.debug("session %s: channel %r is not served by this SDK", sid, note.channel)
+            return
+        held = self._sessions.get(sid)
+        if held is not None and not held.released:
+            logger.debug("session %s notified again (%s); already ours", sid, note.activity)
+            return
         if self._stopped.is_set() or self._tg is None:
-            logger.info("call %s offered while shutting down; left ringing", offer.call_id)
+            logger.debug("session %s notified while shutting down; not claimed", sid)
             return
         if self._draining:
-            logger.info("call %s offered while draining; not taken", offer.call_id)
+            logger.info("session %s notified while draining; left to other processes", sid)
             return
-        if offer.call_id in self._calls or offer.call_id in self._opening:
-            logger.debug("call %s offered again; already ours", offer.call_id)
-            return
-        if len(self._opening) >= MAX_OPENING_CALLS:
-            logger.warning(
-                "call %s not taken: %d media connections already opening",
-                offer.call_id,
-                len(self._opening),
+        if sum(s.call is None for s in self._sessions.values()) >= MAX_CLAIMS_IN_FLIGHT:
+            self._log_failure(
+                "claims", "session %s not claimed: %d claims in flight", sid, MAX_CLAIMS_IN_FLIGHT
             )
             return
-        logger.info("call %s offered (from %s)", offer.call_id, offer.from_number)
-        assert self._tg is not None
-        scope = self._opening[offer.call_id] = anyio.CancelScope()
-        self._handoff.append(offer.call_id)
-        self._tg.start_soon(self._run_call, offer, scope)
+        limit = self.config.max_calls
+        if limit is not None and self._taken() >= limit:
+            logger.info(
+                "session %s not claimed: at max_calls (%d); left to other processes", sid, limit
+            )
+            return
+        if note.activity not in (Activity.NEW_INCOMING_CALL, Activity.RESUME):
+            logger.debug("session %s: activity %r, claimed as a call", sid, note.activity)
+        logger.info("session %s notified (%s from %s)", sid, note.activity, note.remote_address)
+        session = _Session(sid, Direction.INBOUND, note.created_at)
+        self._sessions[sid] = session
+        self._handoff.append(session)
+        self._notify_changed()
+        self._tg.start_soon(self._run_inbound, session)
 
-    # --- calls -----------------------------------------------------------------------------------
+    def _call_in(self, msg: CallIn) -> None:
+        session = self._sessions.get(msg.session_id)
+        if session is None:
+            logger.debug("call.in for session %s, which is not ours", msg.session_id)
+            return
+        if session.closed is not None:
+            logger.debug("call.in for session %s, which is closed; ignored", msg.session_id)
+            return
+        if session.call_in is not None:
+            logger.debug("session %s: call.in again; its call is already ours", msg.session_id)
+            return
+        session.call_in = msg
+        session.signal.set()
 
-    async def _run_call(self, offer: CallIncoming, scope: anyio.CancelScope) -> None:
-        try:
-            await self._open_and_serve(offer, scope)
-        finally:
-            self._handed_off(offer.call_id)
+    def _session_closed(self, msg: SessionClosed) -> None:
+        session = self._sessions.get(msg.session_id)
+        if session is None:
+            logger.debug("session %s closed (%s); not ours", msg.session_id, msg.reason)
+            return
+        session.closed = msg
+        session.signal.set()
+        if session.call is None:
+            # Claimed but not connected: the call ended before we could take it.
+            logger.info(
+                "session %s closed before its call was taken (%s)", msg.session_id, msg.reason
+            )
+            if session.call_in is not None:
+                session.scope.cancel()  # its media connection is opening: give it up
+        else:
+            # The media plane's call.terminated is the authority for a connected call.
+            logger.debug("session %s closed (%s)", msg.session_id, msg.reason)
 
-    async def _open_and_serve(self, offer: CallIncoming, scope: anyio.CancelScope) -> None:
-        headers = [("authorization", f"Bearer {offer.media_token}"), SDK_VERSION_HEADER]
-        with scope:
-            try:
-                conn = await self._open_websocket(
-                    offer.media_url, headers, f"media {offer.call_id}"
+    async def _claim(self, session: _Session, control: _Control) -> bool:
+        """Claim and ready ``session``; False if another process has it or it is gone."""
+        response = await control.request(SessionOpen(session.id, control.proto.new_request_id()))
+        if not response.ok:
+            code = response.error_code
+            content = response.error_content if isinstance(response.error_content, dict) else {}
+            if code == ErrorCode.SESSION_BUSY:
+                logger.debug(
+                    "session %s taken by another process (%s)",
+                    session.id,
+                    content.get("boundSmWsId"),
                 )
-            except (ConnectFailed, TimeoutError) as exc:
-                error = WSSMediaError(f"call {offer.call_id}: cannot open media connection: {exc}")
-                logger.warning("%s", error)
-                return
-            finally:
-                del self._opening[offer.call_id]
-                self._notify_calls()
-        if scope.cancelled_caught:
-            return
-        if self._stopped.is_set():  # opened just as the client shut down: leave it ringing
-            await conn.aclose()
-            return
-        call = ActiveCall(offer, self.config, conn, on_ended=self._call_ended)
-        self._calls[offer.call_id] = call
-        self._serving.add(call)
-        self._notify_calls()
+            elif code in (ErrorCode.SESSION_CLOSED, ErrorCode.SESSION_NOT_FOUND):
+                logger.info("session %s ended before it was claimed (%s)", session.id, code)
+            else:
+                self._log_failure("claims", "session %s: claim refused: %s", session.id, code)
+            return False
+        await control.send(SessionReady(session.id))
+        return True
+
+    async def _wait_call_in(self, session: _Session, timeout: float) -> CallIn:
+        """``call.in`` of a readied session; ``_SessionEnded`` if the session closes first."""
+        with anyio.fail_after(timeout):
+            await session.signal.wait()
+        if session.closed is not None:  # a closed session never yields a call
+            raise _SessionEnded(session.closed)
+        assert session.call_in is not None
+        return session.call_in
+
+    async def _run_inbound(self, session: _Session) -> None:
         try:
-            await call._serve(self._incoming_call)
+            await self._take_inbound(session)
+        except Exception:
+            # A bug here must cost this one call, never the client and its other calls.
+            logger.exception("session %s: internal error; the call is given up", session.id)
+
+    async def _take_inbound(self, session: _Session) -> None:
+        call: ActiveCall | None = None
+        try:
+            with session.scope:
+                control = self._control
+                if control is None:
+                    return
+                try:
+                    if not await self._claim(session, control):
+                        return
+                    call_in = await self._wait_call_in(session, self.config.request_timeout)
+                except (WSSError, _SessionEnded) as exc:
+                    logger.info("session %s not taken: %s", session.id, exc)
+                    return
+                except TimeoutError:
+                    self._log_failure(
+                        "claims", "session %s: no call.in after session.ready", session.id
+                    )
+                    return
+                call = await self._open_call(session, call_in, CallState.PENDING)
+            if call is not None:
+                await self._serve_call(call, self._incoming_call)
+        finally:
+            self._handed_off(session)
+            self._session_done(session)
+
+    async def _run_dialled(
+        self,
+        session: _Session,
+        ring_time: int,
+        result: list[ActiveCall | BaseException],
+        ready: anyio.Event,
+    ) -> None:
+        call: ActiveCall | None = None
+        try:
+            with session.scope:
+                try:
+                    call = await self._take_dialled(session, ring_time)
+                    result.append(call)
+                except Exception as exc:
+                    result.append(exc)
+            if not result:  # cancelled: the call ended meanwhile, or the caller of dial gave up
+                closed = session.closed
+                if closed is not None:
+                    code = closed.detail or ErrorCode.CALL_TERMINATED.value
+                    result.append(self._dial_error(session.id, code, closed.reason))
+                else:
+                    result.append(self._dial_error(session.id, "CANCELLED", "dialling cancelled"))
+            ready.set()
+            if call is not None:
+                await self._serve_call(call, None)
+        finally:
+            ready.set()
+            if call is None and session.closed is None and not self._stopped.is_set():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(LEAVE_TIMEOUT):
+                    try:
+                        await self.close_session(session.id)  # stop the remote phone ringing
+                    except WSSError as exc:
+                        logger.debug("session %s: close after a failed dial: %s", session.id, exc)
+            self._session_done(session)
+
+    async def _take_dialled(self, session: _Session, ring_time: int) -> ActiveCall:
+        """Claim, ready and connect a dialled session once its remote party answers."""
+        control = self._require_control("dial")
+        if not await self._claim(session, control):
+            raise self._dial_error(session.id, ErrorCode.SESSION_BUSY, "claim refused")
+        try:
+            call_in = await self._wait_call_in(session, ring_time + DIAL_GRACE_S)
+        except _SessionEnded as ended:
+            code = ended.closed.detail or ErrorCode.CALL_UNANSWERED.value
+            raise self._dial_error(session.id, code, ended.closed.reason) from None
+        except TimeoutError:
+            why = f"no answer within {ring_time} s"
+            raise self._dial_error(session.id, ErrorCode.CALL_UNANSWERED, why) from None
+        call = await self._open_call(session, call_in, CallState.ANSWERED)
+        if call is None:
+            raise WSSMediaError(f"dialled call {call_in.call_id}: its media did not open")
+        return call
+
+    @staticmethod
+    def _dial_error(target: str, code: str, why: str) -> WSSCallCommandError:
+        return WSSCallCommandError(
+            f"dial {target}: no call ({code}: {why})",
+            command="dial",
+            error_code=str(code),
+            error_message=why,
+        )
+
+    def _taken(self) -> int:
+        """Sessions that count against ``max_calls``: claimed and not yet over."""
+        return sum(not s.released for s in self._sessions.values())
+
+    def _session_done(self, session: _Session) -> None:
+        if self._sessions.get(session.id) is session:
+            del self._sessions[session.id]
+            self._notify_changed()
+
+    async def _open_call(
+        self, session: _Session, call_in: CallIn, state: CallState
+    ) -> ActiveCall | None:
+        """Open the media connection of ``call_in``; the call, or None if it cannot be opened."""
+        c = self.config
+        url = call_in.url
+        if (
+            url.startswith("ws://")
+            and c.base_url.startswith("wss://")
+            and not c.allow_insecure_media
+        ):
+            logger.error(
+                "call %s refused: its media URL is plain ws:// while the control connection is "
+                "wss:// (the token and the audio would travel in clear text; set "
+                "allow_insecure_media=True to allow it)",
+                call_in.call_id,
+            )
+            return None
+        headers = [
+            ("authorization", f"Bearer {call_in.token}"),
+            ("x-sdk-version", c.sdk_version),
+            ("user-agent", USER_AGENT),
+        ]
+        if self._opening is None:
+            self._opening = anyio.CapacityLimiter(MAX_OPENING_CALLS)
+        try:
+            host = urlsplit(url).netloc
+        except ValueError as exc:  # an invalid IPv6 literal, say
+            self._log_failure(
+                "media", "call %s: its media URL is invalid: %s", call_in.call_id, exc
+            )
+            return None
+        if call_in.call_id in self._calls:
+            self._log_failure(
+                "media", "call %s: a call with this id is already live; not taken", call_in.call_id
+            )
+            return None
+        per_host = self._opening_to.get(host)
+        if per_host is None:
+            per_host = self._opening_to[host] = anyio.CapacityLimiter(MAX_OPENING_PER_HOST)
+        try:
+            async with per_host, self._opening:
+                try:
+                    with anyio.fail_after(c.connect_timeout):
+                        conn = await self._open_websocket(url, headers, f"media {call_in.call_id}")
+                except (ConnectFailed, TimeoutError) as exc:
+                    what = f"call {call_in.call_id}: cannot open its media: {exc or 'timed out'}"
+                    self._log_failure("media", "%s", WSSMediaError(what))
+                    return None
+        finally:
+            if not per_host.borrowed_tokens and not per_host.statistics().tasks_waiting:
+                self._opening_to.pop(host, None)
+        if self._stopped.is_set():  # opened just as the client shut down: leave it to the server
+            await conn.aclose()
+            return None
+        details = CallDetails(
+            call_id=call_in.call_id,
+            session_id=session.id,
+            from_number=call_in.from_number,
+            to_number=call_in.to_number,
+            direction=session.direction.value,
+            org_uuid=call_in.org_uuid,
+            created_at=session.created_at,
+        )
+        call = ActiveCall(details, c, conn, on_ended=self._call_ended, state=state)
+        session.call = call
+        self._calls[call.call_id] = call
+        logger.info("call %s taken (session %s)", call.call_id, session.id)
+        self._notify_changed()
+        return call
+
+    def _log_failure(self, kind: str, message: str, *args: Any) -> None:
+        """A failure of ``kind``: at WARNING the first few times, then one in many (with the
+        count), the rest at DEBUG."""
+        n = self._failures[kind] = self._failures.get(kind, 0) + 1
+        if n <= LOUD_FAILURES:
+            logger.warning(message, *args)
+        elif n % QUIET_EVERY == 0:
+            logger.warning(message + " (%d such failures so far)", *args, n)
+        else:
+            logger.debug(message, *args)
+
+    async def _serve_call(
+        self, call: ActiveCall, handler: Callable[[ActiveCall], Any] | None
+    ) -> None:
+        self._serving.add(call)
+        try:
+            await call._serve(handler)
         finally:
             self._serving.discard(call)
 
-    def _handed_off(self, call_id: str) -> None:
-        """``call_id`` was handed to the application, or never will be: later calls may go."""
-        if call_id in self._handoff:
-            self._handoff.remove(call_id)
+    def _handed_off(self, session: _Session) -> None:
+        """``session``'s call was handed to the application, or never will be: later calls
+        may go."""
+        if session in self._handoff:
+            self._handoff.remove(session)
             changed, self._handoff_changed = self._handoff_changed, anyio.Event()
             changed.set()
 
     async def _incoming_call(self, call: ActiveCall) -> None:
-        # The application gets calls in the order they were offered (its media is served
+        # The application gets calls in the order they were notified (its media is served
         # meanwhile: this is the handler's task, not the call's I/O), but a call whose media
         # connection is slow to open holds the ones after it back only briefly.
-        with anyio.move_on_after(HANDOFF_ORDER_WAIT):
-            while call.call_id in self._handoff and self._handoff[0] != call.call_id:
-                await self._handoff_changed.wait()
-        self._handed_off(call.call_id)
+        session = self._sessions.get(call.session_id)
+        if session is not None:
+            with anyio.move_on_after(HANDOFF_ORDER_WAIT):
+                while session in self._handoff and self._handoff[0] is not session:
+                    await self._handoff_changed.wait()
+            self._handed_off(session)
         for iterator in self._iterators:
             if not iterator._offer(call):
-                logger.warning("call %s: incoming_calls() consumer is not keeping up", call.call_id)
+                self._log_failure(
+                    "consumer", "call %s: incoming_calls() consumer is not keeping up", call.call_id
+                )
         await self._handlers.fire(events.INCOMING_CALL, call, logger, f"call {call.call_id}")
 
     def _call_ended(self, call: ActiveCall) -> None:
         self._calls.pop(call.call_id, None)
-        self._notify_calls()
+        session = self._sessions.get(call.session_id)
+        if session is not None and session.call is call:
+            # Over for us (its handler may still run): a later notification of the session (the
+            # server lets it ring on once the agent's media is gone) is a new call.
+            session.released = True
+        self._notify_changed()
 
-    def _notify_calls(self) -> None:
-        self._calls_changed.set()
-        self._calls_changed = anyio.Event()
+    def _notify_changed(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    # --- shutdown --------------------------------------------------------------------------------
 
     async def _leave(self, call: ActiveCall) -> None:
         """The agent leaves ``call``: politely where the state allows (waiting for the server's
@@ -561,8 +1220,9 @@ class TelcoflowClient:
             self._iterators.clear()
             if self._supervisor is not None:
                 self._supervisor.cancel()
-            for scope in list(self._opening.values()):
-                scope.cancel()
+            for session in list(self._sessions.values()):
+                if session.call is None:
+                    session.scope.cancel()
             async with anyio.create_task_group() as tg:
                 for call in list(self._calls.values()):
                     tg.start_soon(self._leave, call)
@@ -570,4 +1230,8 @@ class TelcoflowClient:
                 call._scope.cancel()
             control, self._control = self._control, None
             if control is not None:
-                await control.aclose()
+                control.lost()
+                await control.conn.aclose()
+            http, self._http = self._http, None
+            if http is not None:
+                await http.aclose()

@@ -7,20 +7,21 @@ from typing import Any, Literal
 
 import attrs
 
-from ._core import SAMPLE_RATES, AudioMode
+from ._core import PROTOCOL_SDK_VERSION, REQUEST_TIMEOUT_S, SAMPLE_RATES, AudioMode
 
 __all__ = ["DEFAULT_BASE_URL", "ReconnectPolicy", "TelcoflowClientConfig"]
 
-#: The hosted service. ``TELCOFLOW_BASE_URL`` overrides it when no ``base_url`` is given.
-DEFAULT_BASE_URL = "wss://api.telcoflow.ai"
+#: The hosted service's production endpoint (the official client's default too).
+#: ``TELCOFLOW_BASE_URL`` overrides it when no ``base_url`` is given.
+DEFAULT_BASE_URL = "wss://wss-prod.agentao.com"
 BASE_URL_ENV = "TELCOFLOW_BASE_URL"
 
 #: A command unanswered for five minutes is a dead server, not a slow one; the bound also keeps
 #: connect's timeout (ring time + this) within the protocol's limit.
 MAX_COMMAND_TIMEOUT = 300.0
 
-#: One second of audio at 24 kHz: enough to queue a sentence ahead of playout, small enough that an
-#: interruption never has much stale audio to drop.
+#: Ten seconds of audio at 24 kHz (48,000 bytes a second): a voice model's answer is queued whole
+#: ahead of playout; an interruption drops it locally at once, so its size costs nothing then.
 DEFAULT_SEND_BUFFER_BYTES = 10 * 48_000
 
 
@@ -33,7 +34,7 @@ def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
 class ReconnectPolicy:
     """How the control connection comes back after a loss (jittered exponential backoff).
 
-    ``max_attempts=None`` retries forever; 401/403 are never retried.
+    ``max_attempts=None`` retries forever; 401, 403 and 426 are never retried.
     """
 
     initial_delay: float = attrs.field(default=0.5, validator=_positive)
@@ -107,6 +108,18 @@ class TelcoflowClientConfig:
     #: Inbound audio chunks kept for ``audio_stream()`` before the oldest are dropped (20 ms each:
     #: 10 s by default, so an agent that starts iterating late loses nothing).
     audio_queue_chunks: int = 500
+    #: Calls this process takes at once at most (claimed and not yet ended); past it, it claims
+    #: no new call and leaves it to the connector's other processes. None: no limit.
+    max_calls: int | None = None
+    #: How long a control-plane request (claiming a call, dialling, the call flow) waits for
+    #: its response.
+    request_timeout: float = attrs.field(default=REQUEST_TIMEOUT_S, validator=_positive)
+    #: ``x-sdk-version`` on every upgrade and REST request: the protocol version spoken.
+    sdk_version: str = PROTOCOL_SDK_VERSION
+    #: Allow a call's media over plain ``ws://`` when the control connection is ``wss://``.
+    #: Off: a server that offers such a call is refused (the token and the audio would travel
+    #: in clear text).
+    allow_insecure_media: bool = False
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -152,6 +165,14 @@ class TelcoflowClientConfig:
         q = self.audio_queue_chunks
         if isinstance(q, bool) or not isinstance(q, int) or q < 1:
             raise ValueError(f"audio_queue_chunks must be a positive integer, not {q!r}")
+        m = self.max_calls
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ValueError(f"max_calls must be a positive integer or None, not {m!r}")
+        v = self.sdk_version
+        if not isinstance(v, str) or not v or any(c in v for c in "\r\n"):
+            raise ValueError(f"sdk_version must be a non-empty header value, not {v!r}")
+        if not isinstance(self.allow_insecure_media, bool):
+            raise ValueError("allow_insecure_media must be a boolean")
 
     @classmethod
     def sandbox(
@@ -174,6 +195,11 @@ class TelcoflowClientConfig:
         return cls(
             auth="mtls", cert_path=cert_path, key_path=key_path, sample_rate=sample_rate, **options
         )
+
+    @property
+    def rest_url(self) -> str:
+        """The REST plane's root: the same host over ``https://`` (``http://`` for ``ws://``)."""
+        return "http" + self.base_url.removeprefix("ws")
 
     @property
     def bytes_per_second(self) -> int:

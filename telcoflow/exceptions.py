@@ -13,6 +13,7 @@ __all__ = [
     "WSSConnectionError",
     "WSSError",
     "WSSMediaError",
+    "WSSRequestError",
 ]
 
 
@@ -21,7 +22,28 @@ class WSSError(Exception):
 
 
 class WSSConnectionError(WSSError):
-    """The control connection could not be opened or was lost for good."""
+    """The control connection could not be opened, was lost for good, or the server refused it
+    for good: our protocol version (HTTP 426) or our setup (``fatal``: never retried, as
+    retrying the same cannot succeed)."""
+
+    def __init__(
+        self, message: str, status_code: int | None = None, *, fatal: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.fatal = fatal
+
+
+class WSSRequestError(WSSError):
+    """The server refused a control-plane or REST request; ``error_code`` is the protocol's
+    (``SESSION_BUSY``, ``CHANNEL_NOT_CONFIGURED``, ``SESSION_NOT_FOUND``, ...)."""
+
+    def __init__(
+        self, message: str, *, error_code: str | None = None, error_content: object = None
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.error_content = error_content
 
 
 class WSSAuthenticationError(WSSError):

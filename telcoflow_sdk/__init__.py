@@ -1,57 +1,16 @@
-"""Compatibility name: applications written for the official ``telcoflow_sdk`` run unchanged."""
+"""Compatibility name: applications written for the official ``telcoflow_sdk`` run unchanged.
 
-from telcoflow import (
-    ActiveCall,
-    AgentMode,
-    AudioMode,
-    BufferClosedError,
-    BufferFullError,
-    CallEvent,
-    CallState,
-    CallStats,
-    ClientEvent,
-    IncomingCalls,
-    ReconnectPolicy,
-    TelcoflowClient,
-    TelcoflowClientConfig,
-    TerminationReason,
-    WSSAuthenticationError,
-    WSSCallClosedError,
-    WSSCallCommandError,
-    WSSCallCommandTimeoutError,
-    WSSCallError,
-    WSSConnectionError,
-    WSSError,
-    WSSMediaError,
-    __version__,
-)
+Everything public in :mod:`telcoflow` is here under the same name, from one list
+(``telcoflow.__all__``), so the two cannot drift apart.
+"""
 
-from . import events, exceptions
+import telcoflow as _telcoflow
+from telcoflow import *  # noqa: F403
 
-__all__ = [
-    "ActiveCall",
-    "AgentMode",
-    "AudioMode",
-    "BufferClosedError",
-    "BufferFullError",
-    "CallEvent",
-    "CallState",
-    "CallStats",
-    "ClientEvent",
-    "IncomingCalls",
-    "ReconnectPolicy",
-    "TelcoflowClient",
-    "TelcoflowClientConfig",
-    "TerminationReason",
-    "WSSAuthenticationError",
-    "WSSCallClosedError",
-    "WSSCallCommandError",
-    "WSSCallCommandTimeoutError",
-    "WSSCallError",
-    "WSSConnectionError",
-    "WSSError",
-    "WSSMediaError",
-    "__version__",
-    "events",
-    "exceptions",
-]
+# Our own ``events``/``exceptions`` submodules (re-exports of telcoflow's, importable as
+# ``telcoflow_sdk.events``) replace the star import's modules of the same names.
+from . import events, exceptions  # type: ignore[no-redef]
+
+__all__ = [name for name in _telcoflow.__all__ if name not in ("events", "exceptions")]
+__all__ += ["events", "exceptions"]
+__version__ = _telcoflow.__version__

@@ -1,0 +1,7 @@
+"""``python -m telcoflow``: the ``telcoflow`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())
