@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,19 +17,62 @@ from ._version import __version__
 __all__ = ["main"]
 
 
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count (0 or more), not {value!r}")
+    return n
+
+
+def _connector(value: str) -> tuple[str, str]:
+    """``API_KEY:CONNECTOR_UUID`` (the key may not contain a colon; the uuid may)."""
+    key, sep, uuid = value.partition(":")
+    if not sep or not key or not uuid:
+        raise argparse.ArgumentTypeError(f"expected API_KEY:CONNECTOR_UUID, not {value!r}")
+    return key, uuid
+
+
 def _serve(args: argparse.Namespace) -> int:
-    from .sandbox import Sandbox
+    from .sandbox import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID, Connector, Retention, Sandbox
+
+    extra = [Connector(key, uuid) for key, uuid in args.connector]
+    connectors = [Connector(DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID), *extra]
+    token = args.admin_token or os.environ.get("TELCOFLOW_SANDBOX_TOKEN") or None
+    try:
+        sandbox = Sandbox(
+            args.host,
+            args.port,
+            tls=args.tls,
+            connectors=connectors,
+            record=not args.no_record,
+            admin_token=token,
+            retention=Retention(
+                ended_calls=args.keep_calls,
+                recordings=args.keep_recordings,
+                max_age_s=None if args.keep_minutes is None else args.keep_minutes * 60,
+            ),
+        )
+    except ValueError as exc:
+        print(f"telcoflow: {exc}", file=sys.stderr)
+        return 2
 
     async def serve() -> None:
-        async with Sandbox(args.host, args.port, tls=args.tls) as sb:
+        async with sandbox as sb:
             print(f"telcoflow sandbox {__version__} serving on {sb.base_url}")
             print(f"  HTTP API:       {sb.http_url}/sandbox/health")
             print(f"  api_key:        {sb.api_key}")
-            print(f"  connector_uuid: {sb.connector_uuid}")
+            print(f"  connector_uuid: {sb.connector_uuid}  (number {sb.number})")
+            for c in sb.connectors[1:]:
+                print(f"  also accepting: {c.connector_uuid}  (number {c.number})")
             if sb.tls:
                 print(f"  CA:             {sb.ca_path}")
                 print(f"  client cert:    {sb.client_cert_path}")
                 print(f"  client key:     {sb.client_key_path}")
+            if sb.admin_token:
+                print("  HTTP API needs:  Authorization: Bearer <the admin token>")
             print(f"Point a client at it with TELCOFLOW_BASE_URL={sb.base_url}; Ctrl-C stops.")
             sys.stdout.flush()
             await anyio.sleep_forever()
@@ -70,6 +114,40 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8765)
     serve.add_argument("--tls", action="store_true", help="serve wss:// with a generated CA")
+    serve.add_argument(
+        "--connector",
+        type=_connector,
+        action="append",
+        default=[],
+        metavar="API_KEY:CONNECTOR_UUID",
+        help="accept these credentials too (repeatable; beside the sandbox's own pair), so an "
+        "application's own configuration works against the sandbox unchanged",
+    )
+    serve.add_argument(
+        "--admin-token",
+        help="require this token (Authorization: Bearer) on the HTTP API; needed to serve on "
+        "an address other than loopback (default: $TELCOFLOW_SANDBOX_TOKEN)",
+    )
+    serve.add_argument(
+        "--no-record", action="store_true", help="keep no recordings (long runs, many calls)"
+    )
+    serve.add_argument(
+        "--keep-calls", type=_count, default=1000, metavar="N", help="ended calls kept (1000)"
+    )
+    serve.add_argument(
+        "--keep-recordings",
+        type=_count,
+        default=100,
+        metavar="N",
+        help="ended calls whose recordings are kept (100; about 8.6 MB per call-minute)",
+    )
+    serve.add_argument(
+        "--keep-minutes",
+        type=float,
+        default=60.0,
+        metavar="T",
+        help="forget ended calls after T minutes (60)",
+    )
     serve.set_defaults(func=_serve)
     add_sandbox_client_commands(sandbox_commands)
     return parser

@@ -11,7 +11,7 @@ import math
 import sys
 import wave
 from array import array
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "AudioSource",
@@ -22,11 +22,38 @@ __all__ = [
     "read_wav",
     "resample",
     "tone_level",
+    "wav_header_for",
+    "wav_info",
     "write_wav",
 ]
 
 #: Tones play at a quarter of full scale, so that three parties mixed never clip.
 TONE_AMPLITUDE = 0.25
+
+#: Sample rates a WAV voice may have: anything a real recording uses (8 kHz telephony to 192 kHz
+#: studio). Outside that it is a broken or hostile header (0 Hz divides by zero; 1 Hz makes a
+#: few bytes into hours of audio).
+MIN_WAV_RATE = 4000
+MAX_WAV_RATE = 192_000
+#: A voice is at most ten minutes long, so that converting it cannot make more than
+#: ten minutes of audio at the call's rate (29 MB at 24 kHz).
+MAX_WAV_SECONDS = 600.0
+
+_NUMPY: list[Any] = []
+
+
+def _numpy() -> Any:
+    """numpy if it can be imported (it makes resampling and down-mixing fast), else None: the
+    pure-Python path is the fallback. Imported on first use, never at import time."""
+    if not _NUMPY:
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - numpy is a test dependency
+            _NUMPY.append(None)
+        else:
+            _NUMPY.append(numpy)
+    return _NUMPY[0]
+
 
 _BIG_ENDIAN = sys.byteorder == "big"
 
@@ -119,8 +146,17 @@ def mix(*frames: bytes) -> bytes:
 
 def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     """Linear-interpolation resampling; good enough for test voices, not for production audio."""
+    if from_rate <= 0 or to_rate <= 0:
+        raise ValueError(f"sample rates must be positive, not {from_rate} -> {to_rate}")
     if from_rate == to_rate or not pcm:
         return pcm
+    _np = _numpy()
+    if _np is not None:
+        src_np = _np.frombuffer(pcm, dtype="<i2").astype(_np.float64)
+        n = len(src_np) * to_rate // from_rate
+        positions = _np.arange(n, dtype=_np.float64) * (from_rate / to_rate)
+        out_np = _np.interp(positions, _np.arange(len(src_np)), src_np)
+        return bytes(out_np.astype("<i2").tobytes())
     src = _samples(pcm)
     n_out = len(src) * to_rate // from_rate
     ratio = from_rate / to_rate
@@ -136,24 +172,47 @@ def resample(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     return _pcm(out)
 
 
-def read_wav(data: bytes, sample_rate: int | None = None) -> tuple[bytes, int]:
-    """PCM16 mono from a WAV file's bytes (stereo is averaged), optionally resampled.
-
-    Returns ``(pcm, rate)``. Raises ``ValueError`` for anything but 16-bit PCM WAV.
-    """
+def wav_info(data: bytes) -> tuple[int, int, float]:
+    """A WAV file's ``(channels, rate, seconds)``, read from its header only; ``ValueError``
+    naming what is wrong for anything but a sane 16-bit PCM mono or stereo WAV."""
     try:
         with wave.open(io.BytesIO(data), "rb") as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            frames = w.readframes(w.getnframes())
+            frames = w.getnframes()
     except (wave.Error, EOFError) as exc:
         raise ValueError(f"not a readable WAV file: {exc}") from None
     if width != 2:
         raise ValueError(f"WAV must be 16-bit PCM, not {8 * width}-bit")
-    if channels == 2:
-        s = _samples(frames)
-        frames = _pcm(array("h", ((s[i] + s[i + 1]) // 2 for i in range(0, len(s) - 1, 2))))
-    elif channels != 1:
+    if channels not in (1, 2):
         raise ValueError(f"WAV must be mono or stereo, not {channels} channels")
+    if not MIN_WAV_RATE <= rate <= MAX_WAV_RATE:
+        raise ValueError(
+            f"WAV sample rate {rate} Hz is not supported ({MIN_WAV_RATE}..{MAX_WAV_RATE} Hz)"
+        )
+    seconds = frames / rate
+    if seconds > MAX_WAV_SECONDS:
+        raise ValueError(f"WAV is {seconds:.0f} s long; at most {MAX_WAV_SECONDS:g} s")
+    return channels, rate, seconds
+
+
+def read_wav(data: bytes, sample_rate: int | None = None) -> tuple[bytes, int]:
+    """PCM16 mono from a WAV file's bytes (stereo is averaged), optionally resampled.
+
+    Returns ``(pcm, rate)``. Raises ``ValueError`` as :func:`wav_info` does. Resampling a long
+    voice takes a while: the sandbox does it in a worker thread.
+    """
+    channels, rate, _ = wav_info(data)
+    with wave.open(io.BytesIO(data), "rb") as w:
+        frames = w.readframes(w.getnframes())
+    frames = frames[: len(frames) & ~(2 * channels - 1)]  # whole frames only
+    if channels == 2:
+        _np = _numpy()
+        if _np is not None:
+            both = _np.frombuffer(frames, dtype="<i2").astype(_np.int32).reshape(-1, 2)
+            frames = bytes(both.sum(axis=1).__floordiv__(2).astype("<i2").tobytes())
+        else:  # pragma: no cover - numpy is a test dependency
+            s = _samples(frames)
+            frames = _pcm(array("h", ((s[i] + s[i + 1]) // 2 for i in range(0, len(s) - 1, 2))))
     if sample_rate is not None and sample_rate != rate:
         return resample(frames, rate, sample_rate), sample_rate
     return frames, rate
@@ -168,6 +227,15 @@ def write_wav(pcm: bytes, sample_rate: int) -> bytes:
         w.setframerate(sample_rate)
         w.writeframes(pcm)
     return buf.getvalue()
+
+
+def wav_header_for(empty_wav: bytes, data_bytes: int) -> bytes:
+    """The 44-byte header of ``empty_wav`` (a WAV with no frames, as :func:`write_wav` makes)
+    rewritten for ``data_bytes`` of PCM: what to send before streaming that PCM."""
+    header = bytearray(empty_wav[:44])
+    header[4:8] = (36 + data_bytes).to_bytes(4, "little")
+    header[40:44] = data_bytes.to_bytes(4, "little")
+    return bytes(header)
 
 
 def tone_level(pcm: bytes, sample_rate: int, freq_hz: float) -> float:

@@ -29,6 +29,8 @@ __all__ = ["DEFAULT_URL", "URL_ENV", "CliError", "SandboxApi", "add_commands"]
 #: Where the client subcommands look for the sandbox: ``--url``, else this variable, else the
 #: address ``telcoflow sandbox serve`` listens on by default.
 URL_ENV = "TELCOFLOW_SANDBOX_URL"
+#: The admin token of a sandbox that requires one for its HTTP API (``serve --admin-token``).
+TOKEN_ENV = "TELCOFLOW_SANDBOX_TOKEN"
 DEFAULT_URL = "http://127.0.0.1:8765"
 
 #: The sandbox is usually local: a connection that takes seconds is not coming. Reads may carry a
@@ -87,8 +89,9 @@ class SandboxApi:
     """The sandbox's HTTP API (SANDBOX.md) over a synchronous httpx client, with its failures
     turned into :class:`CliError`."""
 
-    def __init__(self, url: str, ca: str | None = None) -> None:
+    def __init__(self, url: str, ca: str | None = None, token: str | None = None) -> None:
         self.url = normalize_url(url)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
         verify: ssl.SSLContext | bool = True
         if ca is not None:
             try:
@@ -99,7 +102,9 @@ class SandboxApi:
             except OSError as exc:
                 reason = exc.strerror or str(exc)
                 raise CliError(f"cannot use CA file {ca}: {reason}", EXIT_UNREACHABLE) from None
-        self._http = httpx.Client(base_url=self.url, timeout=TIMEOUT, verify=verify)
+        self._http = httpx.Client(
+            base_url=self.url, timeout=TIMEOUT, verify=verify, headers=headers
+        )
 
     def __enter__(self) -> SandboxApi:
         return self
@@ -467,7 +472,7 @@ Command = Callable[[SandboxApi, argparse.Namespace], int]
 def _runner(command: Command) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
-            with SandboxApi(args.url, args.ca) as api:
+            with SandboxApi(args.url, args.ca, args.token) as api:
                 return command(api, args)
         except CliError as exc:
             print(f"telcoflow: {exc.message}", file=sys.stderr)
@@ -485,6 +490,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help=f"the sandbox's address (default: ${URL_ENV}, else {DEFAULT_URL})",
     )
     common.add_argument("--ca", metavar="FILE", help="CA to trust for an https:// sandbox")
+    common.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"the sandbox's admin token, if it requires one (default: ${TOKEN_ENV})",
+    )
     common.add_argument("--json", action="store_true", help="print JSON, for scripts")
 
     call = commands.add_parser(

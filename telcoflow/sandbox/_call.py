@@ -1,8 +1,17 @@
-"""A simulated call: its state (the server is the authority), its parties, and its media clock.
+"""A simulated call: its state (the server is the authority), its parties, and its media.
 
-Every 20 ms the call's ticker takes a frame from each voice (caller, callee, the agent's playout
-buffer), sends the agent what it hears, and records what every party heard, silence included, on
-the call's timeline. Commands change the state through the table shared with the client.
+Every 20 ms tick of the media clock the call takes a frame from each voice (caller, callee, the
+agent's playout buffer), sends the agent what it hears, and records what every party heard,
+silence included, on the call's timeline. Commands change the state through the call's table in
+the core (:func:`~telcoflow._core.call_state_after`), the same table the client reads.
+
+A call knows nothing of control connections or sessions: what happens to it that the rest of the
+sandbox must know (it ended, the agent left it, the agent let it go while it rang) is reported to
+its :class:`CallHost`, a narrow interface the switchboard implements.
+
+The parties of an outbound call (dialled by the agent): the dialled number plays the caller's
+part (the human on the call from the start, heard by the agent once it answers, recorded as
+``caller``); ``connect`` rings the callee as on an inbound call.
 """
 
 from __future__ import annotations
@@ -10,12 +19,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
+import anyio.to_thread
 
 from .._core import (
     CHANNEL_CALLEE,
@@ -23,201 +32,182 @@ from .._core import (
     CHANNEL_MIXED,
     AgentMode,
     AudioMode,
-    CallEnded,
     CallState,
     Command,
     CommandRequest,
+    Direction,
+    ErrorCode,
+    TerminationReason,
+    agent_leaves,
+    agent_mode_after,
     allowed_commands,
+    call_state_after,
+    encode_audio,
     frame_bytes_for,
 )
-from .._pcm import AudioSource, Silence, mix, write_wav
-from ._sessions import AgentMedia, ControlSession
-from ._spec import CallSpec
+from .._pcm import AudioSource, Silence, WavSource, mix, wav_header_for, write_wav
+from ._clock import MAX_CATCH_UP_S, TICK_S, MediaClock
+from ._faults import FaultInjector
+from ._media import AgentMedia, CallStats
+from ._spec import CalleeSpec, CallSpec, NumberSpec, Voice
 
-if TYPE_CHECKING:
-    from ._server import Sandbox
-
-__all__ = ["CallStats", "MediaClock", "SimCall"]
+__all__ = ["CallHost", "CallStats", "SimCall"]
 
 logger = logging.getLogger("telcoflow.sandbox")
 
-TICK_S = 0.02
 #: A ringing callee that declines does so after this long (or the ring time, if shorter).
 DECLINE_AFTER_S = 0.5
-#: An offer not claimed (no media connection) within this long is offered again (PROTOCOL.md).
-OFFER_CLAIM_TIMEOUT_S = 10.0
-#: When the ticker falls this far behind (a stalled machine), it skips ahead instead of bursting.
-MAX_CATCH_UP_S = 1.0
-#: Default sample rate of recordings of a call that was never offered to any client.
+#: A dialled number rings this long before the call counts as unanswered (PROTOCOL.md).
+OUTBOUND_RING_S = 60.0
+#: Commands remembered per call (a misbehaving agent may send any number).
+MAX_COMMANDS_KEPT = 1000
+#: Default sample rate of recordings of a call that was never handed to an agent.
 DEFAULT_RATE = 24000
 
 PARTIES = ("caller", "callee", "agent")
 
-
-class MediaClock:
-    """The sandbox's 20 ms media clock, which every call follows.
-
-    A timer per call cost a wake-up, a timer-heap entry and an ``epoll_wait`` per call per tick;
-    this is one timer for all calls. Calls are spread over ``phases`` offsets within the 20 ms
-    (round robin as they start), as calls placed at random moments would be on a real server:
-    all calls on one instant would hand every client its frames in one burst per tick, which is
-    cheaper for it than what it will meet in production. It ticks only while calls listen.
-    """
-
-    def __init__(self, phases: int = 4) -> None:
-        self.phases = phases
-        self._ticks = [0] * phases
-        self._ticked = [anyio.Event() for _ in range(phases)]
-        self._listeners = 0
-        self._next_phase = 0
-        self._wanted = anyio.Event()
-
-    def listen(self) -> tuple[int, int]:
-        """Start following the clock: returns the phase assigned and its current tick."""
-        self._listeners += 1
-        self._wanted.set()
-        phase = self._next_phase
-        self._next_phase = (phase + 1) % self.phases
-        return phase, self._ticks[phase]
-
-    def leave(self) -> None:
-        self._listeners -= 1
-
-    async def wait(self, phase: int, seen: int) -> int:
-        """Wait for the phase's first tick after ``seen``; returns its current tick (more than
-        one tick may have passed if the caller was slow: it catches up)."""
-        while self._ticks[phase] <= seen:
-            await self._ticked[phase].wait()
-        return self._ticks[phase]
-
-    async def run(self) -> None:
-        """Tick every ``TICK_S / phases`` while there are listeners; skip ahead after a stall."""
-        step = TICK_S / self.phases
-        while True:
-            if not self._listeners:
-                self._wanted = anyio.Event()
-                await self._wanted.wait()
-            start = anyio.current_time()
-            n = 0
-            while self._listeners:
-                n += 1
-                delay = start + n * step - anyio.current_time()
-                if delay > 0:
-                    await anyio.sleep(delay)
-                elif -delay > MAX_CATCH_UP_S:
-                    logger.warning("media clock %.1f s behind; skipping", -delay)
-                    start, n = anyio.current_time(), 0
-                    continue
-                phase = n % self.phases
-                self._ticks[phase] += 1
-                ticked, self._ticked[phase] = self._ticked[phase], anyio.Event()
-                ticked.set()
-                if delay <= 0:
-                    await anyio.lowlevel.checkpoint()  # behind: still let the calls run
+#: Ended reasons of a dialled call that never reached its remote party.
+CALL_REJECTED = "call_rejected"
+CALL_UNANSWERED = "call_unanswered"
 
 
-_MODES = {
-    Command.WHISPER: AgentMode.WHISPER,
-    Command.BARGE: AgentMode.BARGE,
-    Command.SPY: AgentMode.SPY,
-}
+class CallHost(Protocol):
+    """What a call tells the rest of the sandbox, and asks of it."""
 
+    def describe(self, call: SimCall) -> dict[str, Any]:
+        """The call's session as the HTTP API shows it: ``session_id``, ``bound_to``,
+        ``offers``."""
+        ...
 
-class CallStats:
-    """What the sandbox measured of the agent on one call."""
+    async def call_ended(self, call: SimCall) -> None:
+        """The call is over for everyone."""
+        ...
 
-    def __init__(self) -> None:
-        self.agent_bytes_received = 0
-        self.underrun_ms = 0
-        self.excess_bytes = 0
-        self.protocol_errors = 0
-        self.latency_samples: list[float] = []
+    async def agent_left(self, call: SimCall) -> None:
+        """The agent is out of a call that goes on (``call.close`` while CONNECTED)."""
+        ...
 
-    def latency(self) -> dict[str, float] | None:
-        """Echo latency p50/p99 in milliseconds, or None before any echoed byte."""
-        samples = sorted(self.latency_samples)
-        if not samples:
-            return None
-
-        def pct(p: float) -> float:
-            return round(samples[min(len(samples) - 1, int(p * len(samples)))], 2)
-
-        return {"p50": pct(0.50), "p99": pct(0.99)}
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "agent_bytes_received": self.agent_bytes_received,
-            "underrun_ms": self.underrun_ms,
-            "excess_bytes": self.excess_bytes,
-            "protocol_errors": self.protocol_errors,
-            "echo_latency_ms": self.latency(),
-        }
+    async def agent_released(self, call: SimCall, agent: AgentMedia) -> None:
+        """The agent's media connection closed while the call was still ringing."""
+        ...
 
 
 class SimCall:
-    """One simulated inbound call, from creation until both humans have hung up."""
+    """One simulated call, from creation until both humans have hung up."""
 
     def __init__(
-        self, sandbox: Sandbox, call_id: str, spec: CallSpec, connector_uuid: str, record: bool
+        self,
+        host: CallHost,
+        faults: FaultInjector,
+        call_id: str,
+        spec: CallSpec,
+        *,
+        connector_uuid: str,
+        to_number: str,
+        direction: Direction = Direction.INBOUND,
+        record: bool = True,
+        number: NumberSpec | None = None,
     ) -> None:
-        self.sandbox = sandbox
+        self._host = host
+        self._faults = faults
         self.call_id = call_id
         self.spec = spec
         self.connector_uuid = connector_uuid
+        self.direction = direction
+        self.from_number = spec.from_number
+        self.to_number = to_number
         self.created_at = time.time()
         self._created_mono = anyio.current_time()
+        #: When the caller's hang-up clock started (a dialled number's: when it answered).
+        self._hangup_from = self._created_mono
+        self._hangup_after = spec.caller_hangup_after_s
+        self._number = number
         self.state = CallState.PENDING
         self.agent_mode: AgentMode | None = None
         self.ended_reason: str | None = None
+        #: The agent's commands and their outcomes (the most recent ones).
         self.commands: list[dict[str, Any]] = []
         self.stats = CallStats()
         self.agent: AgentMedia | None = None
-        self.offered_to: ControlSession | None = None
-        self.offer_deadline = 0.0
-        self.offers = 0
         self.sample_rate: int | None = None
         self.audio_mode = AudioMode.MIXED
         self._record = record
         self.recordings: dict[str, bytearray] = {p: bytearray() for p in PARTIES}
+        #: The retention policy dropped this ended call's recordings.
+        self.recordings_discarded = False
         self._ticks_before_rate = 0
         self._caller: AudioSource = Silence()
         self._callee: AudioSource = Silence()
         self._ringing = False
+        #: While it rings quietly: since when its silence has not been recorded yet.
+        self._quiet_since: float | None = None
         self._changed = anyio.Event()
         self._waiting = 0
         self._tg: anyio.abc.TaskGroup | None = None
+        self._started = anyio.Event()
         self._ended = anyio.Event()
 
     def __repr__(self) -> str:
-        return f"<SimCall {self.call_id} {self.state.value}>"
+        return f"<SimCall {self.call_id} {self.direction.value} {self.state.value}>"
 
     # --- observation -----------------------------------------------------------------------------
 
+    @property
+    def session_id(self) -> str | None:
+        """The control-plane session the call belongs to."""
+        return self._host.describe(self)["session_id"]  # type: ignore[no-any-return]
+
+    @property
+    def bound_to(self) -> str | None:
+        """The control connection (its ``smWsId``) holding the call's session, or None."""
+        return self._host.describe(self)["bound_to"]  # type: ignore[no-any-return]
+
+    @property
+    def offers(self) -> int:
+        """How many times the call was notified (``session.notify``, to any connection)."""
+        return self._host.describe(self)["offers"]  # type: ignore[no-any-return]
+
     def to_json(self) -> dict[str, Any]:
         """The call as the HTTP API shows it."""
+        session = self._host.describe(self)
         return {
             "call_id": self.call_id,
-            "from": self.spec.from_number,
-            "to": self.spec.to_number,
+            "session_id": session["session_id"],
+            "direction": self.direction.value,
+            "bound_to": session["bound_to"],
+            "from": self.from_number,
+            "to": self.to_number,
             "state": self.state.value,
             "agent_mode": self.agent_mode.value if self.agent_mode else None,
             "ended_reason": self.ended_reason,
             "sample_rate": self.sample_rate or DEFAULT_RATE,
             "created_at": self.created_at,
-            "offers": self.offers,
+            "offers": session["offers"],
             "agent_connected": self.agent is not None,
             "commands": [dict(c) for c in self.commands],
             "stats": self.stats.to_json(),
         }
 
+    @property
+    def ended(self) -> bool:
+        """True once the call is over for everyone."""
+        return self.state is CallState.DISCONNECTED
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+    def discard_recordings(self) -> None:
+        """Free the recordings of an ended call (the retention policy)."""
+        self.recordings = {p: bytearray() for p in PARTIES}
+        self.recordings_discarded = True
 
     async def wait_for(self, predicate: Callable[[SimCall], bool]) -> None:
         """Wait until ``predicate(call)`` holds: checked at every change of the call, and every
         20 ms tick while someone waits (so predicates on recordings work too)."""
         self._waiting += 1
+        if self._waiting == 1:
+            self._notify()  # a quietly ringing call ticks again while someone waits
         try:
             while not predicate(self):
                 await self._changed.wait()
@@ -239,7 +229,10 @@ class SimCall:
         """What ``party`` (caller, callee or agent) heard, as PCM16 at the call's sample rate."""
         if party not in PARTIES:
             raise ValueError(f"party must be one of {', '.join(PARTIES)}, not {party!r}")
-        if self.sample_rate is None and self._record:  # never offered: silence all along
+        self._settle_quiet()
+        if self.recordings_discarded:
+            raise ValueError(f"the recordings of call {self.call_id} were discarded (retention)")
+        if self.sample_rate is None and self._record:  # never handed over: silence all along
             return bytes(frame_bytes_for(DEFAULT_RATE) * self._ticks_before_rate)
         return bytes(self.recordings[party])
 
@@ -247,45 +240,98 @@ class SimCall:
         """What ``party`` heard, as a WAV file."""
         return write_wav(self.recording(party), self.sample_rate or DEFAULT_RATE)
 
-    # --- format and offers -----------------------------------------------------------------------
+    def recording_wav_stream(self, party: str) -> tuple[int, Callable[[int], Iterator[bytes]]]:
+        """What ``party`` heard so far as a WAV file of known length, made chunk by chunk
+        (the recording of a live call goes on growing; what was heard until now is sent)."""
+        if party not in PARTIES:
+            raise ValueError(f"party must be one of {', '.join(PARTIES)}, not {party!r}")
+        self._settle_quiet()
+        if self.recordings_discarded:
+            raise ValueError(f"the recordings of call {self.call_id} were discarded (retention)")
+        if self.sample_rate is None and self._record:
+            pcm: bytes | bytearray = self.recording(party)
+        else:
+            pcm = self.recordings[party]
+        size = len(pcm)
+        header = write_wav(b"", self.sample_rate or DEFAULT_RATE)
+        header = wav_header_for(header, size)
 
-    def set_format(self, sample_rate: int) -> None:
-        """The call's sample rate: that of the connection it is offered to, while it rings.
+        def chunks(n: int) -> Iterator[bytes]:
+            yield header
+            for i in range(0, size, n):
+                yield bytes(pcm[i : min(i + n, size)])
 
-        Nothing but silence has been recorded while ringing, so a call offered again to a
+        return len(header) + size, chunks
+
+    # --- format and the agent --------------------------------------------------------------------
+
+    def set_format(self, sample_rate: int, audio_mode: AudioMode) -> None:
+        """The call's audio format: that of the control connection it is handed to (``call.in``).
+
+        Nothing but silence has been recorded while ringing, so a call handed again to a
         connection of another rate simply changes rate; once answered the rate is fixed.
         """
+        self.audio_mode = audio_mode
         if sample_rate == self.sample_rate or self.state is not CallState.PENDING:
             return
+        self._settle_quiet()
         ticks = self._ticks_before_rate
         if self.sample_rate is not None:
             ticks = len(self.recordings["caller"]) // frame_bytes_for(self.sample_rate)
         self.sample_rate = sample_rate
-        self._caller = self.spec.caller.source(sample_rate)
+        voice = self._number.voice if self._number is not None else self.spec.caller
+        self._use_voice("caller", voice)
         if self._record:
             for party in PARTIES:
                 self.recordings[party] = bytearray(frame_bytes_for(sample_rate) * ticks)
 
+    def _use_voice(self, party: str, voice: Voice) -> None:
+        """``party`` speaks ``voice`` from now on: at once for a tone; a WAV is converted to
+        the call's rate in a worker thread first (silence meanwhile), never on the loop."""
+        rate = self.sample_rate or DEFAULT_RATE
+        if not voice.needs_conversion:
+            self._set_source(party, voice.source(rate))
+            return
+        self._set_source(party, Silence())
+        self._start_soon(self._convert, party, voice, rate)
+
+    def _set_source(self, party: str, source: AudioSource) -> None:
+        if party == "caller":
+            self._caller = source
+        else:
+            self._callee = source
+
+    async def _convert(self, party: str, voice: Voice, rate: int) -> None:
+        pcm = await anyio.to_thread.run_sync(voice.convert, rate, abandon_on_cancel=True)
+        if self.sample_rate in (None, rate) and self.state is not CallState.DISCONNECTED:
+            self._set_source(party, WavSource(pcm, voice.loop))
+
+    def can_take_agent(self) -> bool:
+        """Whether an agent's media connection may join the call now."""
+        return self.state is not CallState.DISCONNECTED and self.agent is None
+
     def attach(self, agent: AgentMedia) -> None:
+        """The agent's media connection is up."""
         self.agent = agent
-        self.audio_mode = agent.audio_mode
-        self.offered_to = None
         self._notify()
 
     async def agent_gone(self, agent: AgentMedia) -> None:
-        """The agent's media connection closed without ``call.close``/``call.disconnect``."""
+        """The agent's media connection closed (without ``call.close``/``call.disconnect``, or
+        after one): PROTOCOL.md counts it as ``call.close`` once the call is answered."""
         if self.agent is not agent:
             return
         self.agent = None
         if self.state is CallState.PENDING:
-            logger.info("call %s: released while ringing; offering again", self.call_id)
+            logger.info("call %s: released while ringing; notified again", self.call_id)
             self._notify()
-            await self.sandbox.offer(self, exclude=agent.session)
+            await self._host.agent_released(self, agent)
         elif self.state is CallState.ANSWERED:
-            await self.end("media_lost" if agent.lost else "agent_close")
+            reason = TerminationReason.MEDIA_LOST if agent.lost else TerminationReason.AGENT_CLOSE
+            await self.end(reason.value)
         elif self.state is CallState.CONNECTED:
             self.agent_mode = None
             self._notify()
+            await self._host.agent_left(self)
 
     # --- ending ----------------------------------------------------------------------------------
 
@@ -294,111 +340,201 @@ class SimCall:
         if self.state is CallState.DISCONNECTED:
             return
         logger.info("call %s: ended (%s)", self.call_id, reason)
+        self._settle_quiet()  # its silence so far, if it ended while ringing quietly
+        self._quiet_since = None
         self.state = CallState.DISCONNECTED
         self.ended_reason = reason
         self.agent_mode = None
         agent, self.agent = self.agent, None
-        offered, self.offered_to = self.offered_to, None
-        self.sandbox.revoke_tokens(self.call_id)
         self._ended.set()
         self._notify()
         with anyio.CancelScope(shield=True):
             if agent is not None:
                 await agent.terminate(reason)
-            elif offered is not None:
-                await offered.send(CallEnded(self.call_id, reason))
+            await self._host.call_ended(self)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
     async def hangup_caller(self) -> None:
         """The caller hangs up: the whole call ends."""
-        await self.end("caller_hangup")
+        await self.end(TerminationReason.CALLER_HANGUP.value)
 
     async def hangup_callee(self) -> None:
         """The callee hangs up: the whole call ends. Refused unless the callee is on the call."""
         if self.state is not CallState.CONNECTED:
             raise ValueError(f"the callee is not on call {self.call_id} (state {self.state.value})")
-        await self.end("callee_hangup")
+        await self.end(TerminationReason.CALLEE_HANGUP.value)
+
+    # --- rings that do not involve the agent -----------------------------------------------------
+
+    async def ring_own_phone(self, on_missed: Callable[[], Any]) -> None:
+        """``MISSED_ONLY``: the called number's own phone (the callee) rings first. Answered,
+        the caller and the callee talk without the agent; missed, ``on_missed`` runs."""
+        await self._started.wait()
+        callee = self.spec.callee
+        ring = self.spec.missed_after_s
+        answered = callee.answer and not callee.decline and callee.answer_after_s <= ring
+        delay = min(DECLINE_AFTER_S, ring) if callee.decline else ring
+        if answered:
+            delay = callee.answer_after_s
+        self._start_soon(self._after_phone, delay, answered, on_missed)
+
+    async def _after_phone(
+        self, delay: float, answered: bool, on_missed: Callable[[], Any]
+    ) -> None:
+        await anyio.sleep(delay)
+        if self.state is not CallState.PENDING or self.agent is not None:
+            return
+        if answered:
+            logger.info("call %s: answered by the number's own phone", self.call_id)
+            self.state = CallState.CONNECTED
+            self._use_voice("callee", self.spec.callee.voice)
+            self._notify()
+            await self._host.agent_left(self)
+        else:
+            result = on_missed()
+            if hasattr(result, "__await__"):
+                await result
+
+    def ring_remote(self) -> None:
+        """A dialled call: ring the remote number; it answers (the call is ANSWERED: agent and
+        remote party hear each other), declines, or does not answer within the ring time."""
+        self._start_soon(self._ring_remote)
+
+    async def _ring_remote(self) -> None:
+        number = self._number or NumberSpec()
+        failure: str | None = None
+        if number.decline:
+            await anyio.sleep(min(DECLINE_AFTER_S, OUTBOUND_RING_S))
+            failure = CALL_REJECTED
+        elif not number.answer or number.answer_after_s > OUTBOUND_RING_S:
+            await anyio.sleep(OUTBOUND_RING_S)
+            failure = CALL_UNANSWERED
+        else:
+            await anyio.sleep(number.answer_after_s)
+        if self.state is not CallState.PENDING:
+            return
+        if failure is not None:
+            await self.end(failure)
+            return
+        self.state = CallState.ANSWERED
+        self._hangup_from = anyio.current_time()
+        self._hangup_after = number.hangup_after_s
+        self._notify()
+        logger.info("call %s: %s answered", self.call_id, self.to_number)
+
+    def _start_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._tg is None:
+            raise RuntimeError(f"call {self.call_id} is not running")
+        self._tg.start_soon(fn, *args)
 
     # --- commands --------------------------------------------------------------------------------
 
     async def handle_command(self, agent: AgentMedia, req: CommandRequest) -> None:
-        """Carry out one of the agent's commands and send its one response."""
+        """Carry out one of the agent's commands and send its one response (now, or after the
+        delay of a ``delay_command`` fault)."""
         entry: dict[str, Any] = {"command": req.command, "success": None, "error_code": None}
         self.commands.append(entry)
+        if len(self.commands) > MAX_COMMANDS_KEPT:
+            del self.commands[: len(self.commands) - MAX_COMMANDS_KEPT]
+        fault = self._faults.take_command_fault(self.call_id, req.command)
+        delay = fault.seconds if fault is not None and fault.kind == "delay" else 0.0
 
         async def respond(
             success: bool, code: str | None = None, message: str | None = None
         ) -> None:
             entry["success"], entry["error_code"] = success, code
             self._notify()
-            await self.sandbox.respond(self, agent, req, success, code, message, delay)
+            if delay > 0 and self._tg is not None:
+                self._tg.start_soon(self._respond_later, agent, req, delay, success, code, message)
+            else:
+                await agent.respond(req.command_id, success, code, message)
 
-        fault = self.sandbox.take_command_fault(self.call_id, req.command)
-        delay = fault.seconds if fault is not None and fault.kind == "delay" else 0.0
         if fault is not None and fault.kind == "fail":
             await respond(False, fault.error_code, "injected failure (sandbox fault)")
             return
-
         try:
             command = Command(req.command)
         except ValueError:
-            await respond(False, "INVALID_COMMAND", f"unknown command {req.command!r}")
+            await respond(False, ErrorCode.INVALID_COMMAND, f"unknown command {req.command!r}")
             return
         if self.agent is not agent or self.state is CallState.DISCONNECTED:
-            await respond(False, "CALL_TERMINATED", "the call has ended")
+            await respond(False, ErrorCode.CALL_TERMINATED, "the call has ended")
             return
         if command not in allowed_commands(self.state):
             await respond(
                 False,
-                "INVALID_STATE",
+                ErrorCode.INVALID_STATE,
                 f"{command.value} is not allowed in state {self.state.value}",
             )
             return
-        if command is Command.ANSWER:
-            self.state = CallState.ANSWERED
-            await respond(True)
-        elif command is Command.CONNECT:
+        if command is Command.CONNECT:
             ring = (req.data or {}).get("ringTimeSeconds", 60)
-            if isinstance(ring, bool) or not isinstance(ring, int) or not 1 <= ring <= 120:
-                await respond(False, "INVALID_COMMAND", "ringTimeSeconds must be an integer 1..120")
+            if isinstance(ring, bool) or not isinstance(ring, (int, float)) or not 1 <= ring <= 120:
+                await respond(False, ErrorCode.INVALID_COMMAND, "ringTimeSeconds must be 1..120")
             elif self._ringing:
-                await respond(False, "INVALID_STATE", "the callee is already being rung")
+                await respond(False, ErrorCode.INVALID_STATE, "the callee is already being rung")
             else:
-                assert self._tg is not None
                 self._ringing = True
-                self._tg.start_soon(self._ring, agent, req, ring, respond)
-        elif command in _MODES:
-            self.agent_mode = _MODES[command]
-            await respond(True)
-        elif command is Command.INTERRUPT:
+                self._start_soon(self._ring, agent, req, float(ring), respond)
+            return
+        if command is Command.INTERRUPT:
             agent.interrupt()
+        after = call_state_after(self.state, command)
+        if not agent_leaves(command):
+            self._apply(after, command)
             await respond(True)
-        elif command is Command.CLOSE:
-            await respond(True)
-            if self.state is CallState.CONNECTED:
-                await self._agent_leaves(agent)
-            else:
-                await self.end("agent_close")
-        elif command is Command.DISCONNECT:
-            await respond(True)
-            await self.end("agent_disconnect")
+            return
+        await respond(True)
+        if after is CallState.DISCONNECTED:
+            reason = (
+                TerminationReason.AGENT_DISCONNECT
+                if command is Command.DISCONNECT
+                else TerminationReason.AGENT_CLOSE
+            )
+            await self.end(reason.value)
+        else:  # the table keeps the call: close while CONNECTED
+            await self._agent_leaves(agent)
+
+    async def _respond_later(
+        self,
+        agent: AgentMedia,
+        req: CommandRequest,
+        delay: float,
+        success: bool,
+        code: str | None,
+        message: str | None,
+    ) -> None:
+        await anyio.sleep(delay)
+        await agent.respond(req.command_id, success, code, message)
+
+    def _apply(self, after: CallState, command: Command) -> None:
+        """The effect of a successful command that keeps the agent on the call."""
+        self.state = after
+        self.agent_mode = agent_mode_after(command, self.agent_mode)
+        self._notify()
+
+    async def remove_agent(self) -> None:
+        """The agent leaves a CONNECTED call without asking (a REST close): as ``call.close``."""
+        if self.agent is not None and self.state is CallState.CONNECTED:
+            await self._agent_leaves(self.agent)
 
     async def _agent_leaves(self, agent: AgentMedia) -> None:
         """``call.close`` while CONNECTED: the agent leaves; caller and callee stay connected."""
         self.agent = None
         self.agent_mode = None
         self._notify()
-        await agent.terminate("agent_close")
+        await agent.terminate(TerminationReason.AGENT_CLOSE.value)
+        await self._host.agent_left(self)
 
     async def _ring(
         self,
         agent: AgentMedia,
         req: CommandRequest,
-        ring_s: int,
+        ring_s: float,
         respond: Callable[..., Any],
     ) -> None:
-        callee = self.spec.callee
+        callee: CalleeSpec = self.spec.callee
         failure: tuple[str, str] | None = None
         # The ring's own outcome comes within the ring time: a timeout_ms at least that long
         # (the official SDK sends exactly the ring time) must not race it into TIMEOUT.
@@ -409,10 +545,13 @@ class SimCall:
             with anyio.move_on_after(limit) as timer:
                 if callee.decline:
                     await anyio.sleep(min(DECLINE_AFTER_S, ring_s))
-                    failure = ("CALL_REJECTED", "the callee declined")
+                    failure = (ErrorCode.CALL_REJECTED, "the callee declined")
                 elif not callee.answer or callee.answer_after_s > ring_s:
                     await anyio.sleep(ring_s)
-                    failure = ("CALL_UNANSWERED", f"the callee did not answer within {ring_s} s")
+                    failure = (
+                        ErrorCode.CALL_UNANSWERED,
+                        f"the callee did not answer within {ring_s:g} s",
+                    )
                 else:
                     await anyio.sleep(callee.answer_after_s)
         finally:
@@ -420,32 +559,40 @@ class SimCall:
         if self.agent is not agent or self.state is CallState.DISCONNECTED:
             return  # ending the call answered the command with CALL_TERMINATED
         if timer.cancelled_caught:
-            await respond(False, "TIMEOUT", "no outcome within the command's timeout")
+            await respond(False, ErrorCode.TIMEOUT, "no outcome within the command's timeout")
+        elif Command.CONNECT not in allowed_commands(self.state):
+            await respond(False, ErrorCode.INVALID_STATE, f"the call is {self.state.value} now")
         elif failure is not None:
             await respond(False, *failure)
         else:
-            self.state = CallState.CONNECTED
-            self.agent_mode = AgentMode.BARGE
-            self._callee = callee.voice.source(self.sample_rate or DEFAULT_RATE)
+            self._apply(call_state_after(self.state, Command.CONNECT), Command.CONNECT)
+            self._use_voice("callee", callee.voice)
             await respond(True)
 
     # --- media clock -----------------------------------------------------------------------------
 
     async def run(self, clock: MediaClock) -> None:
-        """The call's life: one tick of media per tick of ``clock`` until it ends."""
+        """The call's life: quiet while it only rings, then one tick of media per tick of
+        ``clock`` until it ends."""
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            self._started.set()
+            await self._ring_quietly()
+            if self.ended:
+                tg.cancel_scope.cancel()
+                return
             phase, seen = clock.listen()
+            skipped_before = clock.skipped_ticks
             try:
                 while self.state is not CallState.DISCONNECTED:
                     now = await clock.wait(phase, seen)
                     due, seen = now - seen, now
+                    if clock.skipped_ticks != skipped_before:  # the clock skipped ahead
+                        self.stats.skipped_ms += (clock.skipped_ticks - skipped_before) * 20
+                        skipped_before = clock.skipped_ticks
                     if due * TICK_S > MAX_CATCH_UP_S:
-                        logger.warning(
-                            "call %s: media %.1f s behind; skipping",
-                            self.call_id,
-                            due * TICK_S,
-                        )
+                        self.stats.skipped_ms += (due - 1) * 20
+                        clock.warn(f"call {self.call_id} {due * TICK_S:.1f} s behind")
                         due = 1
                     for _ in range(due):
                         if not await self._tick():
@@ -454,25 +601,60 @@ class SimCall:
                         self._notify()
             finally:
                 clock.leave()
+                self.stats.skipped_ms += (clock.skipped_ticks - skipped_before) * 20
             tg.cancel_scope.cancel()
+
+    async def _ring_quietly(self) -> None:
+        """While the call only rings (nothing flows, everyone hears silence), it does not follow
+        the clock: a thousand ringing calls cost nothing. Its silence is added to the
+        recordings when it stops ringing (or is looked at); its hang-up still comes on time."""
+        self._quiet_since = anyio.current_time()
+        while self.state is CallState.PENDING and self.agent is None and not self._waiting:
+            deadline = math.inf
+            if self._hangup_after is not None and self.direction is Direction.INBOUND:
+                deadline = self._hangup_from + self._hangup_after
+            with anyio.move_on_at(deadline):
+                await self._changed.wait()
+            if anyio.current_time() >= deadline:
+                self._settle_quiet(until=deadline)
+                self._quiet_since = None
+                await self.end(TerminationReason.CALLER_HANGUP.value)
+                return
+        self._settle_quiet()
+        self._quiet_since = None
+
+    def _settle_quiet(self, until: float | None = None) -> None:
+        """Account the silent ticks of the quiet ringing so far, or ``until`` then (recordings
+        stay on the call's timeline)."""
+        since = self._quiet_since
+        if since is None:
+            return
+        now = anyio.current_time() if until is None else until
+        ticks = int((now - since) / TICK_S)
+        if ticks <= 0:
+            return
+        self._quiet_since = since + ticks * TICK_S
+        if self.sample_rate is None:
+            self._ticks_before_rate += ticks
+        elif self._record:
+            silence = bytes(frame_bytes_for(self.sample_rate) * ticks)
+            for party in PARTIES:
+                self.recordings[party] += silence
+
+    async def started(self) -> None:
+        """Wait until the call's task runs (its task group can take work)."""
+        await self._started.wait()
 
     async def _tick(self) -> bool:
         """One tick of the call's life; False once the call has ended."""
         if self.state is CallState.DISCONNECTED:
             return False
         now = anyio.current_time()
-        hangup = self.spec.caller_hangup_after_s
-        if hangup is not None and now - self._created_mono >= hangup:
-            await self.end("caller_hangup")
+        hangup = self._hangup_after
+        live = self.state is not CallState.PENDING or self.direction is Direction.INBOUND
+        if hangup is not None and live and now - self._hangup_from >= hangup:
+            await self.end(TerminationReason.CALLER_HANGUP.value)
             return False
-        if (
-            self.state is CallState.PENDING
-            and self.agent is None
-            and self.offered_to is not None
-            and now >= self.offer_deadline
-        ):
-            logger.info("call %s: offer not claimed in time; offering again", self.call_id)
-            await self.sandbox.offer(self, exclude=self.offered_to)
         if self.sample_rate is None:
             self._ticks_before_rate += 1
             return True
@@ -495,19 +677,16 @@ class SimCall:
         callee_hears = mix(caller, to_callee) if state is CallState.CONNECTED else b""
         agent_hears = b""
         if agent is not None and live:
-            frames: list[str | bytes] = []
+            agent_hears = mix(caller, callee)
+            frames: list[str | bytes] = [encode_audio(CHANNEL_MIXED, agent_hears)]
             if agent.audio_mode is AudioMode.ISOLATED:
-                frames.append(bytes((CHANNEL_CALLER,)) + caller)
+                frames.append(encode_audio(CHANNEL_CALLER, caller))
                 if callee:
-                    frames.append(bytes((CHANNEL_CALLEE,)) + callee)
-                agent_hears = mix(caller, callee)
-            else:
-                agent_hears = mix(caller, callee)
-                frames.append(bytes((CHANNEL_MIXED,)) + agent_hears)
+                    frames.append(encode_audio(CHANNEL_CALLEE, callee))
             grant = agent.regrant()
             if grant is not None:
                 frames.append(grant)
-            agent.sent_times.append(now)
+            agent.frame_sent(now)
             await agent.send(frames)
         if self._record:
             silence = bytes(fb)

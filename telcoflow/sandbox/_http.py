@@ -1,33 +1,64 @@
-"""The sandbox's HTTP API (SANDBOX.md), served with h11 on the same port as the WebSockets."""
+"""The sandbox's own HTTP API (SANDBOX.md), served with h11 on the same port as the WebSockets.
+
+A route table: (method, path pattern) → handler. A path that matches with another method gets
+405 naming the methods it has; one that matches nothing gets 404. Handlers raise ``ValueError``
+for a bad request (400 with its text) and :class:`NotFound` for a missing call (404).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
-import anyio
-import anyio.abc
-import h11
+from ._call import SimCall
+from ._spec import CallSpec, NumberSpec
 
-from ._spec import CallSpec
-
-if TYPE_CHECKING:
-    from ._server import Sandbox
-
-__all__ = ["HttpApi", "Response"]
+__all__ = [
+    "HttpApi",
+    "NotFound",
+    "Response",
+    "SandboxApi",
+    "Streamed",
+    "error",
+    "json_response",
+]
 
 logger = logging.getLogger("telcoflow.sandbox")
 
-#: Request bodies carry at most a WAV for a caller's voice; 32 MiB is minutes of 24 kHz audio.
-MAX_BODY_BYTES = 32 * 1024 * 1024
 
-Response = tuple[int, str, bytes]
+class Streamed:
+    """A body sent in chunks as the client reads it (a recording), not built whole."""
 
-_CALL = re.compile(r"^/sandbox/calls/([^/]+)$")
-_CALLEE_HANGUP = re.compile(r"^/sandbox/calls/([^/]+)/callee/hangup$")
-_RECORDING = re.compile(r"^/sandbox/calls/([^/]+)/recording/([a-z]+)\.wav$")
+    def __init__(self, length: int, chunks: Callable[[int], Iterator[bytes]]) -> None:
+        self.length = length
+        self.chunks = chunks
+
+
+Response = tuple[int, str, "bytes | Streamed"]
+
+
+class NotFound(Exception):
+    """What the request names does not exist (404)."""
+
+
+class SandboxApi(Protocol):
+    """What the HTTP API needs of the sandbox."""
+
+    def health(self) -> dict[str, Any]: ...
+
+    @property
+    def calls(self) -> list[SimCall]: ...
+
+    def get_call(self, call_id: str) -> SimCall | None: ...
+
+    async def create_call(self, spec: CallSpec | None = None, **fields: Any) -> SimCall: ...
+
+    async def inject_fault(self, body: Any) -> dict[str, Any]: ...
+
+    def set_number(self, number: str, spec: NumberSpec) -> None: ...
 
 
 def json_response(status: int, body: Any) -> Response:
@@ -38,120 +69,107 @@ def error(status: int, message: str) -> Response:
     return json_response(status, {"error": message})
 
 
-class HttpApi:
-    """Routes one request to the sandbox and returns ``(status, content type, body)``."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-
-    async def handle(self, method: str, path: str, body: bytes) -> Response:
-        try:
-            return await self._route(method, path.split("?", 1)[0], body)
-        except Exception:
-            logger.exception("sandbox API: %s %s failed", method, path)
-            return error(500, "internal error in the sandbox; see its log")
-
-    async def _route(self, method: str, path: str, body: bytes) -> Response:
-        sb = self.sandbox
-        if path == "/sandbox/health":
-            if method != "GET":
-                return error(405, "use GET")
-            return json_response(200, sb.health())
-        if path == "/sandbox/calls":
-            if method == "GET":
-                return json_response(200, {"calls": [c.to_json() for c in sb.calls]})
-            if method == "POST":
-                try:
-                    spec = CallSpec.from_json(_json(body))
-                    call = await sb.create_call(spec)
-                except ValueError as exc:
-                    return error(400, str(exc))
-                return json_response(201, {"call_id": call.call_id, "state": call.state.value})
-            return error(405, "use GET or POST")
-        if path == "/sandbox/faults":
-            if method != "POST":
-                return error(405, "use POST")
-            try:
-                result = await sb.inject_fault(_json(body))
-            except ValueError as exc:
-                return error(400, str(exc))
-            return json_response(200, result)
-        if m := _CALL.match(path):
-            found = sb.get_call(m[1])
-            if found is None:
-                return error(404, f"no call {m[1]!r}")
-            if method == "GET":
-                return json_response(200, found.to_json())
-            if method == "DELETE":
-                await found.hangup_caller()
-                return json_response(200, found.to_json())
-            return error(405, "use GET or DELETE")
-        if m := _CALLEE_HANGUP.match(path):
-            found = sb.get_call(m[1])
-            if found is None:
-                return error(404, f"no call {m[1]!r}")
-            if method != "POST":
-                return error(405, "use POST")
-            try:
-                await found.hangup_callee()
-            except ValueError as exc:
-                return error(409, str(exc))
-            return json_response(200, found.to_json())
-        if m := _RECORDING.match(path):
-            found = sb.get_call(m[1])
-            if found is None:
-                return error(404, f"no call {m[1]!r}")
-            if method != "GET":
-                return error(405, "use GET")
-            try:
-                return 200, "audio/wav", found.recording_wav(m[2])
-            except ValueError as exc:
-                return error(404, str(exc))
-        return error(404, f"no such endpoint: {path}")
-
-
 def _json(body: bytes) -> Any:
     if not body.strip():
         return None
     try:
         return json.loads(body)
-    except ValueError:
-        raise ValueError("body is not valid JSON") from None
+    except RecursionError:
+        raise ValueError("body is nested too deeply") from None
+    except ValueError as exc:  # invalid JSON, or an integer of more digits than Python reads
+        raise ValueError(f"body is not valid JSON: {exc}") from None
 
 
-async def read_body(conn: h11.Connection, stream: anyio.abc.ByteStream) -> bytes | None:
-    """The request's body, or None when it is too large or the peer went away."""
-    body = bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
+Handler = Callable[[re.Match[str], bytes], Awaitable[Response]]
+
+
+class HttpApi:
+    """Routes one ``/sandbox/...`` request and returns ``(status, content type, body)``."""
+
+    def __init__(self, sandbox: SandboxApi) -> None:
+        self._sb = sandbox
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            ("GET", re.compile(r"/sandbox/health"), self._health),
+            ("GET", re.compile(r"/sandbox/calls"), self._list),
+            ("POST", re.compile(r"/sandbox/calls"), self._create),
+            ("GET", re.compile(r"/sandbox/calls/([^/]+)"), self._get),
+            ("DELETE", re.compile(r"/sandbox/calls/([^/]+)"), self._hangup),
+            ("POST", re.compile(r"/sandbox/calls/([^/]+)/callee/hangup"), self._hangup_callee),
+            ("GET", re.compile(r"/sandbox/calls/([^/]+)/recording/([a-z]+)\.wav"), self._recording),
+            ("POST", re.compile(r"/sandbox/faults"), self._fault),
+            ("PUT", re.compile(r"/sandbox/numbers/([^/]+)"), self._number),
+        ]
+
+    async def handle(self, method: str, path: str, body: bytes) -> Response:
+        path = path.split("?", 1)[0]
+        allowed: list[str] = []
+        for route_method, pattern, handler in self._routes:
+            match = pattern.fullmatch(path)
+            if match is None:
+                continue
+            if route_method != method:
+                allowed.append(route_method)
+                continue
             try:
-                conn.receive_data(await stream.receive(65536))
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return None
-            continue
-        if isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_BODY_BYTES:
-                return None
-        elif isinstance(event, h11.EndOfMessage):
-            return bytes(body)
-        else:
-            return None
+                return await handler(match, body)
+            except ValueError as exc:
+                return error(400, str(exc))
+            except NotFound as exc:
+                return error(404, str(exc))
+            except Exception:
+                logger.exception("sandbox API: %s %s failed", method, path)
+                return error(500, "internal error in the sandbox; see its log")
+        if allowed:
+            return error(405, f"use {' or '.join(allowed)}")
+        return error(404, f"no such endpoint: {path}")
 
+    def _call(self, call_id: str) -> SimCall:
+        call = self._sb.get_call(call_id)
+        if call is None:
+            raise NotFound(f"no call {call_id!r}")
+        return call
 
-async def send_response(
-    conn: h11.Connection, stream: anyio.abc.ByteStream, response: Response
-) -> None:
-    status, content_type, payload = response
-    headers = [
-        ("content-type", content_type),
-        ("content-length", str(len(payload))),
-        ("server", "telcoflow-sandbox"),
-    ]
-    parts = [
-        conn.send(h11.Response(status_code=status, headers=headers)),
-        conn.send(h11.Data(data=payload)),
-        conn.send(h11.EndOfMessage()),
-    ]
-    await stream.send(b"".join(p for p in parts if p))
+    async def _health(self, _m: re.Match[str], _body: bytes) -> Response:
+        return json_response(200, self._sb.health())
+
+    async def _list(self, _m: re.Match[str], _body: bytes) -> Response:
+        return json_response(200, {"calls": [c.to_json() for c in self._sb.calls]})
+
+    async def _create(self, _m: re.Match[str], body: bytes) -> Response:
+        call = await self._sb.create_call(CallSpec.from_json(_json(body)))
+        return json_response(201, {"call_id": call.call_id, "state": call.state.value})
+
+    async def _get(self, m: re.Match[str], _body: bytes) -> Response:
+        return json_response(200, self._call(m[1]).to_json())
+
+    async def _hangup(self, m: re.Match[str], _body: bytes) -> Response:
+        call = self._call(m[1])
+        await call.hangup_caller()
+        return json_response(200, call.to_json())
+
+    async def _hangup_callee(self, m: re.Match[str], _body: bytes) -> Response:
+        call = self._call(m[1])
+        try:
+            await call.hangup_callee()
+        except ValueError as exc:
+            return error(409, str(exc))
+        return json_response(200, call.to_json())
+
+    async def _recording(self, m: re.Match[str], _body: bytes) -> Response:
+        call = self._call(m[1])
+        if call.recordings_discarded:
+            return error(410, f"the recordings of call {call.call_id} were discarded (retention)")
+        try:
+            length, chunks = call.recording_wav_stream(m[2])
+        except ValueError as exc:
+            raise NotFound(str(exc)) from None
+        return 200, "audio/wav", Streamed(length, chunks)
+
+    async def _fault(self, _m: re.Match[str], body: bytes) -> Response:
+        return json_response(200, await self._sb.inject_fault(_json(body)))
+
+    async def _number(self, m: re.Match[str], body: bytes) -> Response:
+        number = m[1]
+        spec = NumberSpec.from_json(_json(body))
+        self._sb.set_number(number, spec)
+        return json_response(200, {"number": number})

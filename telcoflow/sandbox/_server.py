@@ -1,104 +1,80 @@
-"""``Sandbox``: a local Telcoflow server (control and media WebSockets plus the HTTP API).
+"""``Sandbox``: a local Telcoflow server (PROTOCOL.md's control, media and REST planes, plus the
+sandbox's own HTTP API of SANDBOX.md) on one port.
 
-One TCP listener (optionally TLS, optionally asking for client certificates) serves all three:
-the first request on a connection is either a WebSocket upgrade (control or media) or the start
-of plain HTTP/1.1 keep-alive traffic to the API.
+The facade composes the parts, each with one job: the front door (listener, TLS, HTTP/WebSocket
+sniffing, authentication), the switchboard (sessions, notifications, claims, tokens, call flows,
+outbound calls), the calls (media, parties, recordings, on one media clock), the HTTP APIs and
+the fault injector. It owns their lifetime: ``async with Sandbox() as sb`` starts them in one
+task group and stops them all on exit; nothing outlives the block.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-import os
-import secrets
-import ssl
-import tempfile
-import uuid
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
 
 import anyio
 import anyio.abc
-import attrs
-import h11
-from anyio.streams.tls import TLSAttribute, TLSListener
+import anyio.lowlevel
 
-from .._core import (
-    AudioMode,
-    CallIncoming,
-    CallState,
-    CommandRequest,
-    ControlProtocol,
-    ErrorMessage,
-    ProtocolError,
-    Role,
-    Setup,
-    SetupDone,
-)
-from .._net import (
-    ConnectFailed,
-    ConnectionClosed,
-    ServerHandshake,
-    WebSocketConnection,
-    open_listener,
-)
-from ._call import MediaClock, SimCall
-from ._faults import CommandFault, Fault, parse_fault
-from ._http import HttpApi, read_body, send_response
-from ._sessions import AgentMedia, ControlSession
-from ._spec import CallSpec
+from .._net import ConnectionClosed
+from ._call import SimCall
+from ._clock import MediaClock
+from ._faults import Fault, FaultInjector, parse_fault
+from ._frontdoor import CONTROL_PATH, FrontDoor, Limits, TlsFiles, Upgrade
+from ._http import HttpApi
+from ._rest import RestApi
+from ._spec import CallSpec, NumberSpec
+from ._switchboard import Connector, Retention, SimSession, SmConnection, Switchboard
 
-__all__ = ["Connector", "Sandbox"]
+__all__ = ["DEFAULT_API_KEY", "DEFAULT_CONNECTOR_UUID", "Connector", "Sandbox"]
 
 logger = logging.getLogger("telcoflow.sandbox")
 
-#: A media token is good for one connection, for this long after its offer (PROTOCOL.md).
-TOKEN_TTL_S = 30.0
-#: A client must send ``setup`` this soon after its control connection opens.
-SETUP_TIMEOUT_S = 10.0
-#: The server pings its peers this often and drops those that do not answer in time.
-PING_INTERVAL_S = 20.0
-PING_TIMEOUT_S = 10.0
-
 DEFAULT_API_KEY = "sandbox-api-key"
 DEFAULT_CONNECTOR_UUID = "00000000-0000-4000-8000-000000000001"
+#: The numbers of connectors given without one: the first, then +659100000N.
+DEFAULT_NUMBER = "+6590000002"
 
 
-class _QuietTLSListener(TLSListener):
-    """A refused TLS client (untrusted certificate, plain TCP) is routine for a test server:
-    log it in one line, not with a traceback at ERROR as anyio's default does."""
-
-    @staticmethod
-    async def handle_handshake_error(exc: BaseException, stream: anyio.abc.AnyByteStream) -> None:
-        await anyio.aclose_forcefully(stream)
-        if isinstance(exc, anyio.get_cancelled_exc_class()) or not isinstance(exc, Exception):
-            raise exc
-        logger.info("sandbox: TLS handshake failed: %s", exc)
-
-
-@attrs.frozen
-class Connector:
-    """An (API key, connector uuid) pair the sandbox accepts."""
-
-    api_key: str = attrs.field(repr=False)
-    connector_uuid: str
-
-
-@attrs.define
-class _Token:
-    call_id: str
-    expires: float
-    session: ControlSession
+def _numbered(connectors: list[Connector]) -> list[Connector]:
+    """Each connector with a phone number of its own."""
+    used = {c.number for c in connectors}
+    out: list[Connector] = []
+    for i, c in enumerate(connectors):
+        if i > 0 and c.number == DEFAULT_NUMBER:
+            number = f"+65910000{i:02d}"
+            while number in used:
+                number = f"+659{int(number[4:]) + 1:07d}"
+            used.add(number)
+            c = Connector(c.api_key, c.connector_uuid, number, c.org_uuid)
+        out.append(c)
+    return out
 
 
 class Sandbox:
     """A local Telcoflow server. ``async with Sandbox() as sb:`` then point a client at
     ``sb.base_url`` with ``sb.api_key`` and ``sb.connector_uuid``.
 
-    ``tls=True`` serves ``wss://`` with a CA generated on start (``sb.ca_path``) and accepts client
-    certificates issued by it (``sb.client_cert_path``/``sb.client_key_path``, identifying the
-    default connector) for production-mode (mutual TLS) clients. ``record=False`` keeps no
-    recordings (long or many calls).
+    ``connectors`` are the (API key, connector uuid) pairs accepted (the default pair when not
+    given); one connector never sees another's calls. ``tls=True`` serves ``wss://`` with a CA
+    generated on start (``sb.ca_path``) and accepts client certificates issued by it
+    (``sb.client_cert_path``/``sb.client_key_path`` for the first connector,
+    ``sb.client_certs`` for all) for production-mode (mutual TLS) clients. ``record=False``
+    keeps no recordings (long or many calls). ``admin_token``, required for any address other
+    than loopback, guards the HTTP API (``Authorization: Bearer <token>``): without it anyone
+    who reaches the port can read every connector's credentials and hang up, record or fault
+    any call. ``limits`` bounds what one client may take of it (timeouts, body size,
+    connections: :class:`Limits`); ``retention`` how much of the past it keeps (ended calls
+    and their recordings: :class:`Retention`). ``claim_timeout``/``media_timeout`` are the
+    protocol's 30 s (shorter ones make tests of re-notification quick); ``token_ttl`` is how
+    long a media token stays valid unused (60 s). ``media_base_url`` replaces where ``call.in``
+    says a call's media is (``{media_base_url}/v1/agent/media/{callId}``; by default this
+    sandbox itself, as the client reached it), as a deployment whose media is on other hosts.
     """
 
     def __init__(
@@ -109,32 +85,70 @@ class Sandbox:
         tls: bool = False,
         connectors: list[Connector] | None = None,
         record: bool = True,
+        claim_timeout: float | None = None,
+        media_timeout: float | None = None,
+        token_ttl: float | None = None,
+        admin_token: str | None = None,
+        limits: Limits | None = None,
+        retention: Retention | None = None,
+        media_base_url: str | None = None,
     ) -> None:
+        if admin_token is None and not _is_loopback(host):
+            raise ValueError(
+                f"a sandbox on {host!r} is reachable by others: give it an admin_token "
+                "(its HTTP API hands out every connector's credentials and controls every call)"
+            )
+        if admin_token is not None and (not isinstance(admin_token, str) or len(admin_token) < 16):
+            raise ValueError("admin_token must be a string of at least 16 characters")
+        self.admin_token = admin_token
         self.host = host
         self.port = port
         self.tls = tls
         self.record = record
-        self.connectors = connectors or [Connector(DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID)]
-        self._calls: dict[str, SimCall] = {}
-        self._controls: dict[str, list[ControlSession]] = {
-            c.connector_uuid: [] for c in self.connectors
-        }
-        self._round_robin: dict[str, int] = {}
-        self._tokens: dict[str, _Token] = {}
-        self._tg: anyio.abc.TaskGroup | None = None
+        self.connectors = _numbered(
+            connectors or [Connector(DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID)]
+        )
+        if len({c.connector_uuid for c in self.connectors}) != len(self.connectors):
+            raise ValueError("connector uuids must be unique")
+        self._faults = FaultInjector()
         self._clock = MediaClock()
-        self._listener: anyio.abc.Listener[Any] | None = None
         self._changed = anyio.Event()
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._api = HttpApi(self)
-        self._command_faults: list[CommandFault] = []
-        self._refuse_until = 0.0
-        self._refuse_status = 503
-        #: Faults injected so far, by kind (for reports).
-        self.faults_injected: dict[str, int] = {}
+        timeouts: dict[str, float] = {}
+        if claim_timeout is not None:
+            timeouts["claim_timeout"] = claim_timeout
+        if media_timeout is not None:
+            timeouts["media_timeout"] = media_timeout
+        if token_ttl is not None:
+            timeouts["token_ttl"] = token_ttl
+        self._switchboard = Switchboard(
+            self.connectors,
+            self._faults,
+            self._clock,
+            record=record,
+            retention=retention,
+            changed=self._notify,
+            **timeouts,
+        )
+        self._front = FrontDoor(
+            connectors=self.connectors,
+            switchboard=self._switchboard,
+            sandbox_api=HttpApi(self).handle,
+            rest_api=RestApi(self._switchboard).handle,
+            faults=self._faults,
+            changed=self._notify,
+            authority=self._authority,
+            tls=tls,
+            admin_token=admin_token,
+            limits=limits,
+            media_base_url=media_base_url,
+        )
+        self._stack: AsyncExitStack | None = None
+        self._tls_files: TlsFiles | None = None
         self.ca_path: str | None = None
         self.client_cert_path: str | None = None
         self.client_key_path: str | None = None
+        #: connector uuid -> (client certificate path, key path), with ``tls=True``.
+        self.client_certs: dict[str, tuple[str, str]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -149,6 +163,11 @@ class Sandbox:
         return self.connectors[0].connector_uuid
 
     @property
+    def number(self) -> str:
+        """The default connector's phone number."""
+        return self.connectors[0].number
+
+    @property
     def base_url(self) -> str:
         """``ws://host:port`` (``wss://`` with TLS): the client's ``base_url``."""
         return f"{'wss' if self.tls else 'ws'}://{self._authority()}"
@@ -158,25 +177,70 @@ class Sandbox:
         """``http://host:port`` (``https://`` with TLS): the HTTP API's root."""
         return f"{'https' if self.tls else 'http'}://{self._authority()}"
 
+    @property
+    def upgrades(self) -> list[Upgrade]:
+        """The WebSocket upgrades decided so far (the most recent thousand), oldest first:
+        path, status, the connector authenticated, the client's ``x-sdk-version`` and
+        ``User-Agent``."""
+        return list(self._front.upgrades)
+
+    def control_upgrades(self) -> list[Upgrade]:
+        """The control-plane upgrades among :attr:`upgrades`."""
+        return [u for u in self._front.upgrades if u.path == CONTROL_PATH]
+
+    @property
+    def tokens_outstanding(self) -> int:
+        """Media tokens issued and neither used, replaced nor expired yet."""
+        return self._switchboard.token_count()
+
+    @property
+    def token_ttl(self) -> float:
+        """How long a media token stays valid unused, in seconds."""
+        return self._switchboard.token_ttl
+
+    @property
+    def faults_injected(self) -> dict[str, int]:
+        """Faults injected so far, by kind."""
+        return self._faults.injected
+
+    def held(self, what: str) -> int:
+        """Connections held by a hang fault so far (``"setup"`` or ``"media"``)."""
+        return self._faults.held[what]
+
+    def released(self, what: str) -> int:
+        """Connections held by a hang fault that the client gave up so far."""
+        return self._faults.released[what]
+
     def _authority(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
     async def __aenter__(self) -> Sandbox:
-        listener = await open_listener(self.host, self.port)
-        if self.port == 0:
-            sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
-            self.port = int(sockname[1])
-        if self.tls:
-            listener = _QuietTLSListener(
-                listener, self._server_ssl_context(), standard_compatible=False
-            )
-        self._listener = listener
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._tg = tg
-        tg.start_soon(self._serve, listener)
-        tg.start_soon(self._clock.run)
+        if self._stack is not None:
+            raise RuntimeError("this Sandbox is already running")
+        stack = AsyncExitStack()
+        try:
+            if self.tls:
+                self._tls_files = files = TlsFiles(self.connectors)
+                stack.callback(files.cleanup)
+                self.ca_path = files.ca_path
+                self.client_certs = dict(files.client_certs)
+                self.client_cert_path, self.client_key_path = files.client_certs[
+                    self.connector_uuid
+                ]
+            listener, self.port = await self._front.listen(self.host, self.port, self._tls_files)
+            stack.push_async_callback(_close_listener, listener)
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            # Unwound last in, first out: calls end politely, then every task stops.
+            stack.callback(tg.cancel_scope.cancel)
+            stack.push_async_callback(self._switchboard.shutdown)
+            tg.start_soon(self._front.serve, listener)
+            tg.start_soon(self._clock.run)
+            self._switchboard.start(tg)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
         logger.info("sandbox listening on %s", self.base_url)
         return self
 
@@ -190,51 +254,9 @@ class Sandbox:
 
     async def aclose(self) -> None:
         """End every call (``server_shutdown``), close every connection, stop serving."""
-        tg, self._tg = self._tg, None
-        if tg is None:
-            return
-        with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as ending:
-                for call in list(self._calls.values()):
-                    ending.start_soon(call.end, "server_shutdown")
-            for sessions in self._controls.values():
-                for session in list(sessions):
-                    session.alive = False
-                    await session.conn.aclose(1001, "server shutdown")
-        tg.cancel_scope.cancel()
-        try:
-            await tg.__aexit__(None, None, None)
-        finally:
-            with anyio.CancelScope(shield=True):
-                if self._listener is not None:
-                    await self._listener.aclose()
-            if self._tmp is not None:
-                self._tmp.cleanup()
-
-    def _server_ssl_context(self) -> ssl.SSLContext:
-        import trustme
-
-        ca = trustme.CA(organization_name="telcoflow sandbox")
-        server = ca.issue_cert("127.0.0.1", "localhost", "::1")
-        client = ca.issue_cert(
-            f"{self.connector_uuid}.connectors.sandbox.invalid", common_name=self.connector_uuid
-        )
-        self._tmp = tempfile.TemporaryDirectory(prefix="telcoflow-sandbox-")
-        self.ca_path = os.path.join(self._tmp.name, "ca.pem")
-        self.client_cert_path = os.path.join(self._tmp.name, "client-cert.pem")
-        self.client_key_path = os.path.join(self._tmp.name, "client-key.pem")
-        ca.cert_pem.write_to_path(self.ca_path)
-        client.cert_chain_pems[0].write_to_path(self.client_cert_path)
-        client.private_key_pem.write_to_path(self.client_key_path)
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        server.configure_cert(context)
-        ca.configure_trust(context)
-        context.verify_mode = ssl.CERT_OPTIONAL  # API-key clients need no certificate
-        return context
-
-    async def _serve(self, listener: anyio.abc.Listener[Any]) -> None:
-        async with anyio.create_task_group() as tg:
-            await listener.serve(self._handle_connection, tg)
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
     # --- observation -----------------------------------------------------------------------------
 
@@ -247,110 +269,76 @@ class Sandbox:
         while not predicate():
             await self._changed.wait()
 
-    def control_sessions(self, connector_uuid: str | None = None) -> list[ControlSession]:
+    def control_sessions(self, connector_uuid: str | None = None) -> list[SmConnection]:
         """The live control connections of a connector (the default one if not given)."""
-        return [s for s in self._controls[connector_uuid or self.connector_uuid] if s.alive]
+        return self._switchboard.live(connector_uuid or self.connector_uuid)
+
+    def sessions(self, connector_uuid: str | None = None) -> list[SimSession]:
+        """Every session of a connector (the default one if not given), closed ones included."""
+        return self._switchboard.sessions_of(connector_uuid or self.connector_uuid)
 
     def health(self) -> dict[str, Any]:
+        """``GET /sandbox/health``: the connectors, and how the sandbox keeps up."""
+        calls = self._switchboard.calls.values()
         return {
             "status": "ok",
             "connectors": [
-                {"api_key": c.api_key, "connector_uuid": c.connector_uuid} for c in self.connectors
+                {"api_key": c.api_key, "connector_uuid": c.connector_uuid, "number": c.number}
+                for c in self.connectors
             ],
+            "calls": {
+                "live": sum(not c.ended for c in calls),
+                "kept": len(self._switchboard.calls),
+            },
+            "media": {
+                "calls_ticking": self._clock.listeners,
+                "behind_ms": round(self._clock.behind_s * 1000),
+                "skipped_ms": sum(c.stats.skipped_ms for c in calls),
+                "skipped_ticks": self._clock.skipped_ticks,
+            },
+            "connections": {
+                "open": self._front.slots.total,
+                "limit": self._front.slots.limit,
+                "evicted": self._front.slots.evicted,
+                "refused": self._front.slots.refused,
+            },
         }
 
     @property
     def calls(self) -> list[SimCall]:
         """Every call placed on this sandbox, ended ones included."""
-        return list(self._calls.values())
+        return list(self._switchboard.calls.values())
 
     def get_call(self, call_id: str) -> SimCall | None:
-        return self._calls.get(call_id)
+        """The call with this id (``call.in``'s ``callId``), or None."""
+        return self._switchboard.calls.get(call_id)
 
     # --- calls -----------------------------------------------------------------------------------
 
+    def _connector(self, connector_uuid: str | None) -> Connector:
+        uuid = connector_uuid or self.connector_uuid
+        for c in self.connectors:
+            if c.connector_uuid == uuid:
+                return c
+        raise ValueError(f"unknown connector_uuid {uuid!r}")
+
     async def create_call(self, spec: CallSpec | None = None, **fields: Any) -> SimCall:
-        """Place a simulated inbound call; offered at once to a connected client, or as soon as
-        one connects. ``fields`` are :class:`CallSpec` fields, for brevity."""
-        if self._tg is None:
+        """Place a simulated inbound call; notified at once to the connected clients of its
+        connector, or to clients as they connect. ``fields`` are :class:`CallSpec` fields."""
+        if self._stack is None:
             raise RuntimeError("the sandbox is not running")
         spec = spec or CallSpec(**fields)
-        connector = spec.connector_uuid or self.connector_uuid
-        if connector not in self._controls:
-            raise ValueError(f"unknown connector_uuid {connector!r}")
-        call = SimCall(self, f"call-{uuid.uuid4().hex[:16]}", spec, connector, self.record)
-        self._calls[call.call_id] = call
-        self._tg.start_soon(call.run, self._clock)
-        logger.info("call %s placed (%s -> %s)", call.call_id, spec.from_number, spec.to_number)
-        await self.offer(call)
+        spec.validate()  # before anything exists: a bad voice never becomes a zombie call
+        call = await self._switchboard.place_call(spec, self._connector(spec.connector_uuid))
         self._notify()
         return call
 
-    async def offer(self, call: SimCall, exclude: ControlSession | None = None) -> None:
-        """Offer ``call`` to the next control connection of its connector (round robin),
-        another than ``exclude`` where there is one. Without any, the call keeps ringing."""
-        if call.state is not CallState.PENDING or call.agent is not None:
-            return
-        sessions = self.control_sessions(call.connector_uuid)
-        if exclude is not None and len(sessions) > 1:
-            sessions = [s for s in sessions if s is not exclude]
-        if not sessions:
-            call.offered_to = None
-            return
-        i = self._round_robin.get(call.connector_uuid, 0)
-        self._round_robin[call.connector_uuid] = i + 1
-        session = sessions[i % len(sessions)]
-        call.set_format(session.sample_rate)
-        token = secrets.token_urlsafe(24)
-        now = anyio.current_time()
-        self._tokens[token] = _Token(call.call_id, now + TOKEN_TTL_S, session)
-        call.offered_to = session
-        call.offer_deadline = now + 10.0
-        call.offers += 1
-        offer = CallIncoming(
-            call_id=call.call_id,
-            from_number=call.spec.from_number,
-            to_number=call.spec.to_number,
-            direction="MT",
-            media_url=f"{session.media_base}/v1/agent/media/{call.call_id}",
-            media_token=token,
-            created_at=call.created_at,
-        )
-        if not await session.send(offer):
-            await self._session_gone(session)
-
-    def revoke_tokens(self, call_id: str) -> None:
-        for token in [t for t, v in self._tokens.items() if v.call_id == call_id]:
-            del self._tokens[token]
-
-    async def respond(
-        self,
-        call: SimCall,
-        agent: AgentMedia,
-        req: CommandRequest,
-        success: bool,
-        code: str | None,
-        message: str | None,
-        delay: float = 0.0,
-    ) -> None:
-        """Send a command's response, now or (a ``delay_command`` fault) after ``delay``."""
-        if delay <= 0:
-            await agent.respond(req.command_id, success, code, message)
-            return
-
-        async def later() -> None:
-            await anyio.sleep(delay)
-            await agent.respond(req.command_id, success, code, message)
-
-        assert self._tg is not None
-        self._tg.start_soon(later)
-
-    def take_command_fault(self, call_id: str, command: str) -> CommandFault | None:
-        """The first pending command fault matching this command, removed; or None."""
-        for i, fault in enumerate(self._command_faults):
-            if fault.matches(call_id, command):
-                return self._command_faults.pop(i)
-        return None
+    def set_number(self, number: str, spec: NumberSpec) -> None:
+        """How ``number`` behaves when an agent dials it (``PUT /sandbox/numbers/{e164}``)."""
+        if not isinstance(number, str) or not number or len(number) > 64:
+            raise ValueError("the number must be a phone number string")
+        CallSpec(caller=spec.voice).validate()
+        self._switchboard.numbers[number] = spec
 
     # --- faults ----------------------------------------------------------------------------------
 
@@ -359,277 +347,87 @@ class Sandbox:
         :class:`Fault`. Raises ``ValueError`` for a bad request or a missing target."""
         fault = body if isinstance(body, Fault) else parse_fault(body)
         result = await self._apply(fault)
-        self.faults_injected[fault.kind] = self.faults_injected.get(fault.kind, 0) + 1
+        self._faults.count(fault.kind)
         logger.info("fault injected: %s %s", fault.kind, result)
         return {"kind": fault.kind, **result}
 
-    def _matching_sessions(self, fault: Fault) -> list[ControlSession]:
-        connector = fault.connector_uuid or self.connector_uuid
-        if connector not in self._controls:
-            raise ValueError(f"unknown connector_uuid {connector!r}")
-        sessions = self.control_sessions(connector)
-        if fault.connection_id is not None:
-            sessions = [s for s in sessions if s.connection_id == fault.connection_id]
-        if not sessions:
-            raise ValueError("no matching control connection")
-        return sessions
+    async def _flood(self, fault: Fault) -> int:
+        """Send ``count`` copies of the payload, a batch per write, as fast as taken."""
+        sb = self._switchboard
+        if fault.target == "media":
+            conn = sb.agent_media(fault.call_id).conn
+        else:
+            conn = self._matching(fault)[0].conn
+        sent = 0
+        try:
+            while sent < fault.count:
+                batch = min(1000, fault.count - sent)
+                await conn.send_many([fault.payload] * batch)
+                sent += batch
+                await anyio.lowlevel.checkpoint()  # the flood's peer, not the sandbox, suffers
+        except ConnectionClosed:
+            pass
+        return sent
 
-    def _media_of(self, call_id: str | None) -> AgentMedia:
-        call = self._calls.get(call_id or "")
-        if call is None:
-            raise ValueError(f"no call {call_id!r}")
-        if call.agent is None:
-            raise ValueError(f"call {call_id} has no media connection")
-        return call.agent
+    def _matching(self, fault: Fault) -> list[SmConnection]:
+        connector = self._connector(fault.connector_uuid)
+        conns = self._switchboard.live(connector.connector_uuid)
+        if fault.connection_id is not None:
+            conns = [sm for sm in conns if sm.sm_ws_id == fault.connection_id]
+        if not conns:
+            raise ValueError("no matching control connection")
+        return conns
 
     async def _apply(self, fault: Fault) -> dict[str, Any]:
+        sb = self._switchboard
         if fault.kind == "drop_control":
-            sessions = self._matching_sessions(fault)
-            for session in sessions:
-                await session.conn.abort()
-                await self._session_gone(session)
-            return {"dropped": [s.connection_id for s in sessions]}
+            conns = self._matching(fault)
+            for sm in conns:
+                await sm.conn.abort()
+                sb.connection_gone(sm)
+            return {"dropped": [sm.sm_ws_id for sm in conns]}
         if fault.kind == "drop_media":
-            agent = self._media_of(fault.call_id)
+            agent = sb.agent_media(fault.call_id)
             agent.lost = True
             await agent.conn.abort()
             return {"dropped": [fault.call_id]}
         if fault.kind in ("delay_command", "fail_command"):
-            kind = "delay" if fault.kind == "delay_command" else "fail"
-            self._command_faults.append(
-                CommandFault(kind, fault.seconds, fault.error_code, fault.call_id, fault.command)
-            )
-            return {"armed": kind}
+            return {"armed": self._faults.arm_command_fault(fault)}
         if fault.kind == "malformed_frame":
             if fault.target == "media":
-                conns = [self._media_of(fault.call_id).conn]
-            else:
-                conns = [s.conn for s in self._matching_sessions(fault)]
-            for conn in conns:
+                agent = sb.agent_media(fault.call_id)
                 try:
-                    await conn.send(fault.payload)
+                    await agent.conn.send(fault.payload)
                 except ConnectionClosed:
                     pass
-            return {"sent": len(conns)}
+                return {"sent": 1}
+            conns = self._matching(fault)
+            sent = sum(sm.push_raw(fault.payload) for sm in conns)
+            return {"sent": sent}
+        if fault.kind == "flood":
+            return {"sent": await self._flood(fault)}
+        if fault.kind == "call_error":
+            agent = sb.agent_media(fault.call_id)
+            await agent.report_error(fault.error_code, fault.error_message)
+            return {"sent": 1}
+        if fault.kind in ("hang_setup", "hang_media"):
+            what = fault.kind.removeprefix("hang_")
+            self._faults.hang_for(what, anyio.current_time(), fault.seconds, fault.read)
+            return {"seconds": fault.seconds}
         assert fault.kind == "refuse_connections"
-        self._refuse_until = anyio.current_time() + fault.seconds
-        self._refuse_status = fault.status
+        self._faults.refuse_for(anyio.current_time(), fault.seconds, fault.status)
         return {"seconds": fault.seconds, "status": fault.status}
 
-    # --- connections -----------------------------------------------------------------------------
 
-    async def _handle_connection(self, stream: anyio.abc.ByteStream) -> None:
-        try:
-            await self._dispatch(stream)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
-            pass
-        except (ConnectFailed, h11.RemoteProtocolError) as exc:
-            logger.debug("sandbox: bad request: %s", exc)
-        except Exception:
-            logger.exception("sandbox: connection handler failed")
-        finally:
-            # Not forcefully: a response just sent may still be on its way out (the close waits
-            # for it, bounded), and a client reading slowly must get all of it.
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    async def _dispatch(self, stream: anyio.abc.ByteStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-        raw = bytearray()
-        first = True
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                try:
-                    data = await stream.receive(65536)
-                except anyio.EndOfStream:
-                    return
-                if first:
-                    raw += data
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                headers = {k.decode().lower(): v.decode("latin-1") for k, v in event.headers}
-                if first and headers.get("upgrade", "").lower() == "websocket":
-                    handshake = await ServerHandshake.start(stream, bytes(raw))
-                    await self._websocket(stream, handshake)
-                    return
-                first = False
-                body = await read_body(conn, stream)
-                if body is None:
-                    return
-                response = await self._api.handle(
-                    event.method.decode(), event.target.decode("latin-1"), body
-                )
-                await send_response(conn, stream, response)
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-            else:
-                return
 
-    async def _websocket(self, stream: anyio.abc.ByteStream, handshake: ServerHandshake) -> None:
-        if anyio.current_time() < self._refuse_until:
-            await handshake.reject(self._refuse_status, "connections refused (injected fault)")
-            return
-        target = handshake.request.target.split("?", 1)[0]
-        if target == "/v1/agent/control":
-            await self._control(stream, handshake)
-        elif target.startswith("/v1/agent/media/"):
-            await self._media(handshake, target.removeprefix("/v1/agent/media/"))
-        else:
-            await handshake.reject(404, f"no WebSocket endpoint at {target}")
-
-    def _authenticate(self, stream: anyio.abc.ByteStream, headers: dict[str, str]) -> str | None:
-        """The connector a control connection belongs to, or None (refused)."""
-        key, connector = headers.get("x-api-key"), headers.get("x-connector-uuid")
-        if key is not None or connector is not None:
-            for c in self.connectors:
-                if secrets.compare_digest(c.api_key, key or "") and c.connector_uuid == connector:
-                    return c.connector_uuid
-            return None
-        cert: dict[str, Any] | None = stream.extra(TLSAttribute.peer_certificate, None)
-        if cert:
-            rdns: tuple[tuple[tuple[str, str], ...], ...] = cert.get("subject", ())
-            for rdn in rdns:
-                for name, value in rdn:
-                    if name == "commonName" and value in self._controls:
-                        return str(value)
-        return None
-
-    async def _control(self, stream: anyio.abc.ByteStream, handshake: ServerHandshake) -> None:
-        connector = self._authenticate(stream, handshake.headers)
-        if connector is None:
-            await handshake.reject(401, "invalid or missing credentials")
-            return
-        conn = await handshake.accept("sandbox control")
-        proto = ControlProtocol(Role.SERVER)
-        try:
-            setup = await self._receive_setup(conn, proto)
-        except ConnectionClosed:
-            return
-        if isinstance(setup, str):
-            try:
-                await conn.send(proto.send(ErrorMessage("INVALID_SETUP", setup)))
-            except (ConnectionClosed, ProtocolError):
-                pass
-            await conn.aclose(1008, "invalid setup")
-            return
-        scheme = "wss" if self.tls else "ws"
-        session = ControlSession(
-            conn,
-            proto,
-            connector_uuid=connector,
-            connection_id=f"conn-{uuid.uuid4().hex[:12]}",
-            sample_rate=setup.sample_rate,
-            audio_mode=AudioMode(setup.audio_mode),
-            media_base=f"{scheme}://{handshake.headers.get('host', self._authority())}",
-        )
-        # Ready (and visible to offers) in the same step as setup.done is queued: offers can
-        # only follow it on the wire, and a client that saw setup.done finds its session here.
-        ready = proto.send(SetupDone(session.connection_id))
-        self._controls[connector].append(session)
-        logger.info("control connection %s (%s) ready", session.connection_id, connector)
-        self._notify()
-        try:
-            await conn.send(ready)
-        except ConnectionClosed:
-            await self._session_gone(session)
-            return
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._offer_waiting, session)
-                tg.start_soon(self._heartbeat, conn)
-                await self._read_control(session)
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._session_gone(session)
-
-    @staticmethod
-    async def _receive_setup(conn: WebSocketConnection, proto: ControlProtocol) -> Setup | str:
-        """The client's setup frame, or why there is none."""
-        try:
-            with anyio.fail_after(SETUP_TIMEOUT_S):
-                setup = proto.receive(await conn.receive())
-        except TimeoutError:
-            return f"no setup within {SETUP_TIMEOUT_S:g} s"
-        except ProtocolError as exc:
-            return str(exc)
-        if not isinstance(setup, Setup):
-            return "the first frame must be setup"
-        return setup
-
-    async def _heartbeat(self, conn: WebSocketConnection) -> None:
-        try:
-            await conn.heartbeat(PING_INTERVAL_S, PING_TIMEOUT_S)
-        except ConnectionClosed:
-            pass
-
-    async def _offer_waiting(self, session: ControlSession) -> None:
-        """A connection is ready: offer it every ringing call that nobody holds."""
-        for call in list(self._calls.values()):
-            if (
-                call.connector_uuid == session.connector_uuid
-                and call.state is CallState.PENDING
-                and call.agent is None
-                and (call.offered_to is None or not call.offered_to.alive)
-            ):
-                await self.offer(call)
-
-    async def _read_control(self, session: ControlSession) -> None:
-        while True:
-            try:
-                raw = await session.conn.receive()
-            except ConnectionClosed:
-                return
-            try:
-                msg = session.proto.receive(raw)
-            except ProtocolError as exc:
-                logger.info("control %s: ignoring bad frame: %s", session.connection_id, exc)
-                continue
-            logger.debug("control %s: ignoring %r", session.connection_id, msg)
-
-    async def _session_gone(self, session: ControlSession) -> None:
-        session.alive = False
-        sessions = self._controls[session.connector_uuid]
-        if session in sessions:
-            sessions.remove(session)
-            logger.info("control connection %s closed", session.connection_id)
-            await session.conn.aclose()
-            for call in list(self._calls.values()):
-                if call.offered_to is session and call.agent is None:
-                    call.offered_to = None
-                    await self.offer(call)
-            self._notify()
-
-    async def _media(self, handshake: ServerHandshake, call_id: str) -> None:
-        auth = handshake.headers.get("authorization", "")
-        token = self._tokens.pop(auth.removeprefix("Bearer ").strip(), None)
-        if token is None or token.call_id != call_id or anyio.current_time() > token.expires:
-            await handshake.reject(401, "invalid or expired media token")
-            return
-        call = self._calls.get(call_id)
-        if call is None or call.state is CallState.DISCONNECTED:
-            await handshake.reject(410, "the call has ended")
-            return
-        if call.agent is not None:
-            await handshake.reject(409, "the call is already claimed")
-            return
-        conn = await handshake.accept(f"sandbox media {call_id}")
-        call.set_format(token.session.sample_rate)
-        agent = AgentMedia(call, conn, token.session)
-        call.attach(agent)
-        self._notify()
-        logger.info("call %s claimed by %s", call_id, token.session.connection_id)
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._heartbeat, conn)
-                await agent.start()
-                await agent.serve()
-                tg.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await call.agent_gone(agent)
-                await conn.aclose()
-                self._notify()
+async def _close_listener(listener: anyio.abc.Listener[Any]) -> None:
+    with anyio.CancelScope(shield=True):
+        await listener.aclose()
