@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from telcoflow import (
@@ -134,25 +135,32 @@ async def test_stats_count_audio_and_command_latencies(sandbox: Sandbox, inbox: 
 async def test_drain_takes_no_new_calls_and_waits_for_active_ones(
     sandbox: Sandbox, make_config: Callable[..., TelcoflowClientConfig]
 ) -> None:
-    async with TelcoflowClient(make_config()) as draining, TelcoflowClient(make_config()) as other:
+    async with TelcoflowClient(make_config()) as draining:
         first = CallInbox(draining)
-        second = CallInbox(other)
         sim = await sandbox.create_call()
-        call = await first.next()  # round robin starts with the first connection
+        call = await first.next()
         assert call.call_id == sim.call_id
         await call.answer()
-        with anyio.fail_after(WAIT):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(draining.drain, WAIT)
-                await sandbox.wait_for(lambda: len(sandbox.control_sessions()) == 1)
-                newcomer = await sandbox.create_call()
-                assert (await second.next()).call_id == newcomer.call_id  # went to the other
-                assert call.state is CallState.ANSWERED  # the active call goes on
-                await sim.hangup_caller()  # ... until it ends: then drain returns
-        assert not draining.connected
-        assert draining.calls == []
-        first.close()
-        second.close()
+        async with TelcoflowClient(make_config()) as other:
+            second = CallInbox(other)
+            with anyio.fail_after(WAIT):
+                await sandbox.wait_for(lambda: len(sandbox.control_sessions()) == 2)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(draining.drain, WAIT)
+                    while not draining.draining:  # the drain task has not run yet
+                        await anyio.lowlevel.checkpoint()
+                    assert draining.connected  # still told of calls, claiming none
+                    for _ in range(3):
+                        newcomer = await sandbox.create_call()
+                        assert (await second.next()).call_id == newcomer.call_id
+                    assert call.state is CallState.ANSWERED  # the active call goes on
+                    await sim.hangup_caller()  # ... until it ends: then drain returns
+            assert not draining.connected
+            assert draining.calls == []
+            with pytest.raises(anyio.WouldBlock):
+                first.next_nowait()
+            first.close()
+            second.close()
 
 
 async def test_drain_deadline_closes_what_is_left(

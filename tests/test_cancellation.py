@@ -15,7 +15,7 @@ import contextlib
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,7 +33,7 @@ from telcoflow import (
     WSSCallCommandError,
     events,
 )
-from telcoflow._net import CLOSE_TIMEOUT, ServerHandshake, WebSocketConnection
+from telcoflow._net import CLOSE_TIMEOUT
 from telcoflow.sandbox import CalleeSpec, Sandbox, SimCall
 
 from .conftest import WAIT, live_task_names
@@ -126,7 +126,7 @@ def released(sim: SimCall) -> bool:
     if sim.agent is not None or sim.state is CallState.ANSWERED:
         return False
     # A ringing call is offered to nobody (it rings until a client connects).
-    return sim.state is not CallState.PENDING or sim.offered_to is None
+    return sim.state is not CallState.PENDING or sim.bound_to is None
 
 
 # --- the scenario ---------------------------------------------------------------------------------
@@ -551,20 +551,37 @@ async def test_cancelled_close_still_ends_the_call_once(
 # --- connecting, setting up, reconnecting ---------------------------------------------------------
 
 
-async def cancel_when(event: anyio.Event, checkpoints: int, scope: anyio.CancelScope) -> None:
-    await event.wait()
+Until = Callable[[], Awaitable[object]]
+
+
+def on(event: anyio.Event) -> Until:
+    """Until ``event`` is set."""
+    return event.wait
+
+
+def held(sb: Sandbox, what: str) -> Until:
+    """Until the sandbox holds a connection with a hang fault (``"setup"``, ``"media"``)."""
+
+    async def wait() -> None:
+        await sb.wait_for(lambda: sb.held(what) >= 1)
+
+    return wait
+
+
+async def cancel_when(until: Until, checkpoints: int, scope: anyio.CancelScope) -> None:
+    await until()
     for _ in range(checkpoints):
         await anyio.lowlevel.checkpoint()
     scope.cancel()
 
 
 async def enter_until_cancelled(
-    config: TelcoflowClientConfig, event: anyio.Event, checkpoints: int
+    config: TelcoflowClientConfig, until: Until, checkpoints: int
 ) -> None:
-    """Enter a client and stay, until ``checkpoints`` after ``event``, when it is cancelled."""
+    """Enter a client and stay, until ``checkpoints`` after ``until``, when it is cancelled."""
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(cancel_when, event, checkpoints, scope)
+            tg.start_soon(cancel_when, until, checkpoints, scope)
             async with TelcoflowClient(config) as client:
                 await client.run_forever()
     assert scope.cancelled_caught
@@ -594,106 +611,70 @@ async def test_cancel_while_the_server_never_answers_the_handshake(
         async with listener, anyio.create_task_group() as tg:
             tg.start_soon(listener.serve, silent)
             with anyio.fail_after(WAIT):
-                await enter_until_cancelled(config, accepted, checkpoints)
+                await enter_until_cancelled(config, on(accepted), checkpoints)
                 assert sdk_tasks() == []
                 assert client_sockets(port) == 0
                 await dropped.wait()
             tg.cancel_scope.cancel()
 
 
-def never_set_up(waiting: anyio.Event) -> Callable[..., Any]:
-    """A stand-in for the sandbox's ``_receive_setup`` that reads the client's frames (so that
-    its close handshake completes) and never sends ``setup.done``."""
-
-    async def never(conn: WebSocketConnection, proto: Any) -> Any:
-        waiting.set()
-        while True:
-            await conn.receive()  # ConnectionClosed once the client leaves
-
-    return never
-
-
 @pytest.mark.parametrize("checkpoints", [0, 1, 3, 10])
 async def test_cancel_while_the_server_never_completes_setup(
-    anyio_backend: str, checkpoints: int, monkeypatch: pytest.MonkeyPatch
+    anyio_backend: str, checkpoints: int
 ) -> None:
     async with nothing_left_behind(), Sandbox(record=False) as sb:
-        waiting = anyio.Event()
-
-        monkeypatch.setattr(Sandbox, "_receive_setup", staticmethod(never_set_up(waiting)))
+        await sb.inject_fault({"kind": "hang_setup", "seconds": 60})
         with anyio.fail_after(WAIT):
-            await enter_until_cancelled(config_for(sb), waiting, checkpoints)
+            await enter_until_cancelled(config_for(sb), held(sb, "setup"), checkpoints)
+            await sb.wait_for(lambda: sb.released("setup") == 1)
         assert sdk_tasks() == []
         assert client_sockets(sb.port) == 0
 
 
 async def test_cancel_while_a_dead_server_holds_setup_takes_at_most_the_close_timeout(
-    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+    anyio_backend: str,
 ) -> None:
     """A server that reads nothing more after the upgrade: the close handshake cannot complete,
     and the cancellation waits only for its bounded timeout."""
     async with nothing_left_behind(), Sandbox(record=False) as sb:
-        waiting = anyio.Event()
-
-        async def dead(conn: Any, proto: Any) -> Any:
-            waiting.set()
-            await anyio.sleep_forever()
-
-        monkeypatch.setattr(Sandbox, "_receive_setup", staticmethod(dead))
+        await sb.inject_fault({"kind": "hang_setup", "seconds": 60, "read": False})
         start = anyio.current_time()
         with anyio.fail_after(WAIT):
-            await enter_until_cancelled(config_for(sb), waiting, 0)
+            await enter_until_cancelled(config_for(sb), held(sb, "setup"), 0)
         assert anyio.current_time() - start < CLOSE_TIMEOUT + 1.0
         assert sdk_tasks() == []
         assert client_sockets(sb.port) == 0
 
 
-def never_accept_media(claiming: anyio.Event, dropped: anyio.Event) -> Callable[..., Any]:
-    """A stand-in for the sandbox's ``_media`` that never answers the upgrade request; it sets
-    ``dropped`` when the client gives up and closes its side."""
-
-    async def never(self: Sandbox, handshake: ServerHandshake, call_id: str) -> None:
-        claiming.set()
-        try:
-            while True:
-                await handshake._stream.receive()
-        except (anyio.EndOfStream, anyio.BrokenResourceError):
-            dropped.set()
-
-    return never
-
-
 @pytest.mark.parametrize("checkpoints", [0, 1, 3, 10])
 async def test_cancel_while_a_media_connection_is_opening(
-    anyio_backend: str, checkpoints: int, monkeypatch: pytest.MonkeyPatch
+    anyio_backend: str, checkpoints: int
 ) -> None:
     async with nothing_left_behind(), Sandbox(record=False) as sb:
-        claiming, dropped = anyio.Event(), anyio.Event()
-        monkeypatch.setattr(Sandbox, "_media", never_accept_media(claiming, dropped))
-        sim = await sb.create_call()  # offered as soon as the client is up
+        await sb.inject_fault({"kind": "hang_media", "seconds": 60})
+        sim = await sb.create_call()  # notified as soon as the client is up
         with anyio.fail_after(WAIT):
-            await enter_until_cancelled(config_for(sb), claiming, checkpoints)
+            await enter_until_cancelled(config_for(sb), held(sb, "media"), checkpoints)
         assert sdk_tasks() == []
         assert client_sockets(sb.port) == 0
         with anyio.fail_after(WAIT):
-            await dropped.wait()
+            await sb.wait_for(lambda: sb.released("media") == 1)
             await sb.wait_for(lambda: not sb.control_sessions())
         assert sim.state is CallState.PENDING
 
 
 async def test_a_call_ending_while_its_media_connection_opens_leaves_nothing(
-    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+    anyio_backend: str,
 ) -> None:
-    """``call.ended`` on the control connection cancels the opening of that one call."""
+    """``session.closed`` on the control connection cancels the opening of that one call."""
     async with nothing_left_behind(), Sandbox(record=False) as sb:
-        claiming, dropped = anyio.Event(), anyio.Event()
-        monkeypatch.setattr(Sandbox, "_media", never_accept_media(claiming, dropped))
+        await sb.inject_fault({"kind": "hang_media", "seconds": 60})
         with anyio.fail_after(WAIT):
             async with TelcoflowClient(config_for(sb)) as client:
                 sim = await sb.create_call()
-                await claiming.wait()
-                await sim.hangup_caller()  # call.ended reaches the client while it claims
-                await dropped.wait()  # the client gave up the media connection...
+                await held(sb, "media")()
+                await sim.hangup_caller()  # session.closed reaches the client while it opens
+                await sb.wait_for(lambda: sb.released("media") == 1)  # it gave up the media...
                 assert client_sockets(sb.port) == 1  # ...and kept its control connection
                 assert client.calls == []
                 assert client.connected
@@ -718,7 +699,7 @@ class _LogEvent(logging.Handler):
 def reconnecting() -> Iterator[_LogEvent]:
     """Set when the client logs that it will reconnect after a backoff delay."""
     handler = _LogEvent("reconnecting in")
-    log = logging.getLogger("telcoflow.control_connection")
+    log = logging.getLogger("telcoflow_sdk.control_connection")
     level = log.level
     log.setLevel(logging.INFO)
     log.addHandler(handler)
@@ -735,7 +716,7 @@ async def test_cancel_during_reconnect_backoff(
         config = config_for(sb, reconnect={"initial_delay": 30.0, "max_delay": 30.0})
         with anyio.fail_after(WAIT), anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(cancel_when, reconnecting.event, checkpoints, scope)
+                tg.start_soon(cancel_when, on(reconnecting.event), checkpoints, scope)
                 async with TelcoflowClient(config) as client:
                     sim = await sb.create_call()
                     async with anyio.create_task_group() as inner:
@@ -751,18 +732,14 @@ async def test_cancel_during_reconnect_backoff(
 
 
 @pytest.mark.parametrize("checkpoints", [0, 1, 3, 10])
-async def test_cancel_during_a_reconnect_attempt(
-    anyio_backend: str, checkpoints: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_cancel_during_a_reconnect_attempt(anyio_backend: str, checkpoints: int) -> None:
     async with nothing_left_behind(), Sandbox(record=False) as sb:
         config = config_for(sb, reconnect={"initial_delay": 0.01, "max_delay": 0.01})
-        waiting = anyio.Event()
-        never = never_set_up(waiting)
         with anyio.fail_after(WAIT), anyio.CancelScope() as scope:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(cancel_when, waiting, checkpoints, scope)
+                tg.start_soon(cancel_when, held(sb, "setup"), checkpoints, scope)
                 async with TelcoflowClient(config) as client:
-                    monkeypatch.setattr(Sandbox, "_receive_setup", staticmethod(never))
+                    await sb.inject_fault({"kind": "hang_setup", "seconds": 60})
                     await sb.inject_fault({"kind": "drop_control"})
                     await client.run_forever()
         assert scope.cancelled_caught

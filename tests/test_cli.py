@@ -76,3 +76,51 @@ def test_sandbox_serve_reports_a_busy_port() -> None:
             first.send_signal(signal.SIGINT)
             first.wait(timeout=10)
             first.stdout.close()  # type: ignore[union-attr]
+
+
+def test_sandbox_serve_accepts_the_application_s_own_credentials() -> None:
+    """``--connector KEY:UUID`` (repeatable): an application's configuration works unchanged."""
+    uuids = ["aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "telcoflow._cli",
+            "sandbox",
+            "serve",
+            "--port",
+            "0",
+            "--connector",
+            f"app-key-1:{uuids[0]}",
+            "--connector",
+            f"app-key-2:{uuids[1]}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        port = int(first.rsplit(":", 1)[1])
+        health = httpx.get(f"http://127.0.0.1:{port}/sandbox/health", timeout=10).json()
+        assert [c["connector_uuid"] for c in health["connectors"]][1:] == uuids
+        assert [c["api_key"] for c in health["connectors"]][1:] == ["app-key-1", "app-key-2"]
+        numbers = [c["number"] for c in health["connectors"]]
+        assert len(set(numbers)) == 3, "each connector has a number of its own"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_sandbox_serve_refuses_a_malformed_connector(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["sandbox", "serve", "--connector", "no-colon-here"])
+    assert info.value.code == 2
+    assert "API_KEY:CONNECTOR_UUID" in capsys.readouterr().err

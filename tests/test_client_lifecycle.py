@@ -98,19 +98,9 @@ def inboxes() -> Iterator[Callable[[_C], _C]]:
 # --- authentication and reachability --------------------------------------------------------------
 
 
-@pytest.fixture
-def auth_attempts(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
-    """Every control-connection authentication the sandbox decides: the connector or None."""
-    attempts: list[str | None] = []
-    original = Sandbox._authenticate
-
-    def counting(self: Sandbox, stream: anyio.abc.ByteStream, headers: dict[str, str]) -> Any:
-        result = original(self, stream, headers)
-        attempts.append(result)
-        return result
-
-    monkeypatch.setattr(Sandbox, "_authenticate", counting)
-    return attempts
+def auth_attempts(sandbox: Sandbox) -> list[str | None]:
+    """Every control-connection upgrade the sandbox decided: the connector, or None (refused)."""
+    return [u.connector_uuid for u in sandbox.control_upgrades()]
 
 
 async def _hear_frames(call: ActiveCall, n: int) -> None:
@@ -129,7 +119,6 @@ async def _hear_frames(call: ActiveCall, n: int) -> None:
 async def test_refused_credentials_raise_on_entry_and_are_not_retried(
     sandbox: Sandbox,
     make_config: MakeConfig,
-    auth_attempts: list[str | None],
     bad: dict[str, str],
     inboxes: Track,
 ) -> None:
@@ -141,7 +130,7 @@ async def test_refused_credentials_raise_on_entry_and_are_not_retried(
                 pytest.fail("entered a client whose credentials were refused")
     assert info.value.status_code == 401
     assert "wrong-secret-key" not in str(info.value)
-    assert auth_attempts == [None]
+    assert auth_attempts(sandbox) == [None]
     assert sdk_tasks() == []
     assert client_sockets(sandbox.port) == 0
     assert sandbox.control_sessions() == []
@@ -154,33 +143,29 @@ async def test_refused_credentials_raise_on_entry_and_are_not_retried(
         await call.answer()
         with anyio.fail_after(WAIT):
             await _hear_frames(call, 10)
-    assert auth_attempts == [None, sandbox.connector_uuid]
+    assert auth_attempts(sandbox) == [None, sandbox.connector_uuid]
 
 
-async def test_credentials_refused_on_reconnect_stop_the_client_without_retrying(
-    sandbox: Sandbox,
-    make_config: MakeConfig,
-    auth_attempts: list[str | None],
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("status", [401, 403, 426])
+async def test_refusals_on_reconnect_stop_the_client_without_retrying(
+    sandbox: Sandbox, make_config: MakeConfig, status: int
 ) -> None:
     async with TelcoflowClient(make_config(reconnect=FAST_RECONNECT)) as client:
         with anyio.fail_after(WAIT):
             await sandbox.wait_for(lambda: len(sandbox.control_sessions()) == 1)
-        assert auth_attempts == [sandbox.connector_uuid]
+        assert auth_attempts(sandbox) == [sandbox.connector_uuid]
 
         # From now on the sandbox refuses this connector (its key was revoked, say).
-        def refuse(self: Sandbox, stream: anyio.abc.ByteStream, headers: dict[str, str]) -> Any:
-            auth_attempts.append(None)
-            return None
-
-        monkeypatch.setattr(Sandbox, "_authenticate", refuse)
-        await sandbox.control_sessions()[0].conn.abort()
-        with anyio.fail_after(WAIT), pytest.raises(WSSAuthenticationError) as info:
+        await sandbox.inject_fault({"kind": "refuse_connections", "seconds": 60, "status": status})
+        await sandbox.inject_fault({"kind": "drop_control"})
+        expected = WSSConnectionError if status == 426 else WSSAuthenticationError
+        with anyio.fail_after(WAIT), pytest.raises(expected) as info:
             await client.run_forever()
-        assert info.value.status_code == 401
-        assert auth_attempts == [sandbox.connector_uuid, None]
+        assert info.value.status_code == status
+        assert "injected fault" in str(info.value), "the server's text is in the error"
+        assert auth_attempts(sandbox) == [sandbox.connector_uuid, None]
         assert not client.connected
-    assert auth_attempts == [sandbox.connector_uuid, None]
+    assert auth_attempts(sandbox) == [sandbox.connector_uuid, None]
     assert sdk_tasks() == []
 
 
@@ -215,7 +200,7 @@ async def test_control_reconnect_keeps_calls_and_redelivers_ringing_ones(
 
         await sandbox.control_sessions()[0].conn.abort()
         sim_b = await sandbox.create_call()  # placed while the client is away
-        assert sim_b.offered_to is None
+        assert sim_b.bound_to is None
         assert sim_b.state is CallState.PENDING
 
         call_b = await inbox.next()
@@ -256,7 +241,7 @@ async def test_call_placed_with_no_client_rings_until_one_connects(
 ) -> None:
     sim = await sandbox.create_call()
     assert sim.state is CallState.PENDING
-    assert sim.offered_to is None
+    assert sim.bound_to is None
     assert sim.offers == 0
     client = TelcoflowClient(make_config())
     inbox = inboxes(CallInbox(client))
@@ -286,7 +271,7 @@ class _Tagged:
         self.receive.close()
 
 
-async def test_calls_are_spread_round_robin_across_clients_of_one_connector(
+async def test_every_client_of_a_connector_is_notified_and_each_call_is_taken_once(
     sandbox: Sandbox, make_config: MakeConfig, inboxes: Track
 ) -> None:
     first, second = TelcoflowClient(make_config()), TelcoflowClient(make_config())
@@ -294,16 +279,39 @@ async def test_calls_are_spread_round_robin_across_clients_of_one_connector(
     async with first, second:
         with anyio.fail_after(WAIT):
             await sandbox.wait_for(lambda: len(sandbox.control_sessions()) == 2)
-        sims = [await sandbox.create_call() for _ in range(4)]
-        got = [await tagged.next() for _ in range(4)]
+        sims = [await sandbox.create_call() for _ in range(6)]
+        got = [await tagged.next() for _ in range(6)]
         assert sorted(call.call_id for _, call in got) == sorted(s.call_id for s in sims)
-        by_client = {0: 0, 1: 0}
-        for n, _ in got:
-            by_client[n] += 1
-        assert by_client == {0: 2, 1: 2}
-        # Offers alternate: consecutive calls went to different clients.
-        order = {call.call_id: n for n, call in got}
-        assert [order[s.call_id] for s in sims] in ([0, 1, 0, 1], [1, 0, 1, 0])
+        assert all(sim.offers == 2 for sim in sims), "each call was notified to both clients"
+        # A marker call: once it is delivered, any duplicate of the others would have been too.
+        marker = await sandbox.create_call()
+        _, last = await tagged.next()
+        assert last.call_id == marker.call_id
+        with pytest.raises(anyio.WouldBlock):
+            tagged.receive.receive_nowait()
+        bound = {sim.bound_to for sim in sims}
+        assert bound <= {s.connection_id for s in sandbox.control_sessions()}
+
+
+async def test_a_client_at_max_calls_leaves_new_calls_to_the_others(
+    sandbox: Sandbox, make_config: MakeConfig, inboxes: Track
+) -> None:
+    full, other = TelcoflowClient(make_config(max_calls=1)), TelcoflowClient(make_config())
+    async with full:
+        held = inboxes(CallInbox(full))
+        first = await sandbox.create_call()
+        call = await held.next()
+        assert call.call_id == first.call_id
+        async with other:
+            spare = inboxes(CallInbox(other))
+            with anyio.fail_after(WAIT):
+                await sandbox.wait_for(lambda: len(sandbox.control_sessions()) == 2)
+            for _ in range(3):
+                sim = await sandbox.create_call()
+                assert (await spare.next()).call_id == sim.call_id
+            with pytest.raises(anyio.WouldBlock):
+                held.next_nowait()
+            assert [c.call_id for c in full.calls] == [first.call_id]
 
 
 async def test_pending_call_released_by_the_only_client_is_offered_to_it_again(
@@ -324,7 +332,7 @@ async def test_pending_call_released_by_the_only_client_is_offered_to_it_again(
     assert sim.state is CallState.ANSWERED
 
 
-async def test_pending_call_released_by_one_client_is_offered_to_the_other(
+async def test_pending_call_released_by_one_client_is_notified_again_and_taken_once(
     sandbox: Sandbox, make_config: MakeConfig, inboxes: Track
 ) -> None:
     first, second = TelcoflowClient(make_config()), TelcoflowClient(make_config())
@@ -332,18 +340,19 @@ async def test_pending_call_released_by_one_client_is_offered_to_the_other(
     async with first, second:
         with anyio.fail_after(WAIT):
             await sandbox.wait_for(lambda: len(sandbox.control_sessions()) == 2)
-        # One ringing call held by each client, then one of them lets its call go.
         sim_x = await sandbox.create_call()
-        holder, call_x = await tagged.next()
+        _, call_x = await tagged.next()
         assert call_x.call_id == sim_x.call_id
-        await sandbox.create_call()
-        other, _ = await tagged.next()
-        assert other != holder
         await call_x.force_disconnect()
-        taker, again = await tagged.next()
+        _, again = await tagged.next()
         assert again.call_id == sim_x.call_id
-        assert taker == other, "a released call must go to the other client of the connector"
+        assert again is not call_x
         assert sim_x.state is CallState.PENDING
+        assert sim_x.offers > 2, "notified again once released"
+        marker = await sandbox.create_call()
+        assert (await tagged.next())[1].call_id == marker.call_id
+        with pytest.raises(anyio.WouldBlock):
+            tagged.receive.receive_nowait()
 
 
 async def test_ringing_call_handed_to_a_client_of_another_rate_comes_at_that_rate(
@@ -446,7 +455,7 @@ async def test_exit_with_calls_in_flight_closes_them_and_leaves_nothing_behind(
                 not sandbox.control_sessions()
                 and connected.agent is None
                 and pending.agent is None
-                and pending.offered_to is None
+                and pending.bound_to is None
             )
         )
     assert connected.state is CallState.CONNECTED  # caller and callee stay together

@@ -30,7 +30,19 @@ pytestmark = pytest.mark.anyio
 MakeConfig = Callable[..., TelcoflowClientConfig]
 
 #: The fields SANDBOX.md documents for a call, and for its stats.
-CALL_FIELDS = {"call_id", "from", "to", "state", "agent_mode", "ended_reason", "commands", "stats"}
+CALL_FIELDS = {
+    "call_id",
+    "session_id",
+    "direction",
+    "bound_to",
+    "from",
+    "to",
+    "state",
+    "agent_mode",
+    "ended_reason",
+    "commands",
+    "stats",
+}
 STATS_FIELDS = {"agent_bytes_received", "underrun_ms", "excess_bytes", "echo_latency_ms"}
 
 
@@ -69,10 +81,18 @@ async def test_health_reports_ok_and_the_connectors(
     response = await http.get("/sandbox/health")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == {
-        "status": "ok",
-        "connectors": [{"api_key": sandbox.api_key, "connector_uuid": sandbox.connector_uuid}],
-    }
+    health = response.json()
+    assert health["status"] == "ok"
+    assert health["connectors"] == [
+        {
+            "api_key": sandbox.api_key,
+            "connector_uuid": sandbox.connector_uuid,
+            "number": sandbox.number,
+        }
+    ]
+    assert health["calls"] == {"live": 0, "kept": 0}
+    assert health["media"]["skipped_ms"] == 0
+    assert health["connections"]["open"] >= 1  # this request's
 
 
 async def test_post_call_places_a_ringing_call(sandbox: Sandbox, http: httpx.AsyncClient) -> None:
@@ -325,43 +345,80 @@ def _skip_unless_trio(anyio_backend: str) -> None:
         pytest.skip("trio-websocket runs under trio only")
 
 
+def _control_headers(sandbox: Sandbox) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"x-api-key", sandbox.api_key.encode()),
+        (b"x-connector-uuid", sandbox.connector_uuid.encode()),
+        (b"x-sdk-version", b"1.0.0"),
+    ]
+
+
+async def _json_of_type(ws: Any, kind: str) -> dict[str, Any]:
+    """The next text frame of type ``kind`` (skipping others)."""
+    while True:
+        message = await ws.get_message()
+        assert isinstance(message, str)
+        frame: dict[str, Any] = json.loads(message)
+        if frame["type"] == kind:
+            return frame
+
+
 async def test_trio_websocket_speaks_the_control_and_media_planes(
     anyio_backend: str, sandbox: Sandbox, http: httpx.AsyncClient
 ) -> None:
     _skip_unless_trio(anyio_backend)
     from trio_websocket import open_websocket_url
 
-    headers = [
-        (b"x-api-key", sandbox.api_key.encode()),
-        (b"x-connector-uuid", sandbox.connector_uuid.encode()),
-    ]
     with anyio.fail_after(WAIT):
         async with open_websocket_url(
-            f"{sandbox.base_url}/v1/agent/control", extra_headers=headers
+            f"{sandbox.base_url}/v1/agent/session-manager", extra_headers=_control_headers(sandbox)
         ) as control:
             setup = {"type": "setup", "data": {"sampleRate": 16000, "audioMode": "mixed"}}
             await control.send_message(json.dumps(setup))
             done = json.loads(await control.get_message())
             assert done["type"] == "setup.done"
-            assert isinstance(done["data"]["connectionId"], str)
+            assert isinstance(done["smWsId"], str)
             [session] = sandbox.control_sessions()
-            assert session.connection_id == done["data"]["connectionId"]
+            assert session.connection_id == done["smWsId"]
             assert session.sample_rate == 16000
 
             call_id = await _post_call(http, **{"from": "+6566660000"})
-            offer = json.loads(await control.get_message())
-            assert offer["type"] == "call.incoming"
-            data = offer["data"]
-            assert data["callId"] == call_id
-            assert (data["from"], data["to"], data["direction"]) == (
-                "+6566660000",
-                "+6590000002",
-                "MT",
-            )
-            assert isinstance(data["createdAt"], float)
+            note = json.loads(await control.get_message())
+            assert note["type"] == "session.notify"
+            assert (note["channel"], note["activity"]) == ("TELCO", "NEW_INCOMING_CALL")
+            assert (note["remoteAddress"], note["localAddress"]) == ("+6566660000", "+6590000002")
+            assert isinstance(note["createdAt"], int)
+            sid = note["sessionId"]
 
-            bearer = [(b"authorization", f"Bearer {data['mediaToken']}".encode())]
-            async with open_websocket_url(data["mediaUrl"], extra_headers=bearer) as media:
+            await control.send_message(
+                json.dumps({"type": "session.open", "sessionId": sid, "reqId": "r1"})
+            )
+            response = json.loads(await control.get_message())
+            assert response == {
+                "type": "response",
+                "reqId": "r1",
+                "ok": True,
+                "content": {
+                    "session": {
+                        "id": sid,
+                        "channel": "TELCO",
+                        "remoteAddress": "+6566660000",
+                        "localAddress": "+6590000002",
+                        "openedAt": response["content"]["session"]["openedAt"],
+                    }
+                },
+                "errorCode": None,
+                "errorContent": None,
+            }
+            await control.send_message(json.dumps({"type": "session.ready", "sessionId": sid}))
+            call_in = json.loads(await control.get_message())
+            assert call_in["type"] == "call.in"
+            assert (call_in["sessionId"], call_in["callId"]) == (sid, call_id)
+            assert (call_in["from"], call_in["to"]) == ("+6566660000", "+6590000002")
+            assert call_in["orgUuid"]
+
+            bearer = [(b"authorization", f"Bearer {call_in['token']}".encode())]
+            async with open_websocket_url(call_in["url"], extra_headers=bearer) as media:
                 command = {
                     "type": "command",
                     "data": {"command_id": "c1", "command": "call.answer", "timeout_ms": 5000},
@@ -380,36 +437,53 @@ async def test_trio_websocket_speaks_the_control_and_media_planes(
                     pass
                 assert message[0] == 0  # channel 0: what the agent hears
                 assert len(message) == 1 + 640  # 20 ms of PCM16 at 16 kHz
+                await media.send_message(
+                    json.dumps(
+                        {
+                            "type": "command",
+                            "data": {
+                                "command_id": "c2",
+                                "command": "call.close",
+                                "timeout_ms": 5000,
+                            },
+                        }
+                    )
+                )
+                closed = await _json_of_type(control, "session.closed")
+                assert closed == {
+                    "type": "session.closed",
+                    "sessionId": sid,
+                    "reason": "CALL_TERMINATED",
+                }
     shown = (await http.get(f"/sandbox/calls/{call_id}")).json()
-    assert shown["commands"] == [{"command": "call.answer", "success": True, "error_code": None}]
+    assert [c["command"] for c in shown["commands"]] == ["call.answer", "call.close"]
+    assert (shown["session_id"], shown["direction"]) == (sid, "MT")
 
 
-async def test_trio_websocket_hears_call_ended_for_an_unclaimed_call(
+async def test_trio_websocket_hears_session_closed_for_an_unclaimed_call(
     anyio_backend: str, sandbox: Sandbox, http: httpx.AsyncClient
 ) -> None:
     _skip_unless_trio(anyio_backend)
     from trio_websocket import open_websocket_url
 
-    headers = [
-        (b"x-api-key", sandbox.api_key.encode()),
-        (b"x-connector-uuid", sandbox.connector_uuid.encode()),
-    ]
     with anyio.fail_after(WAIT):
         async with open_websocket_url(
-            f"{sandbox.base_url}/v1/agent/control", extra_headers=headers
+            f"{sandbox.base_url}/v1/agent/session-manager", extra_headers=_control_headers(sandbox)
         ) as control:
             setup = {"type": "setup", "data": {"sampleRate": 24000, "audioMode": "mixed"}}
             await control.send_message(json.dumps(setup))
             assert json.loads(await control.get_message())["type"] == "setup.done"
             call_id = await _post_call(http)
-            offer = json.loads(await control.get_message())
-            assert offer["type"] == "call.incoming"
-            # The caller hangs up before anyone opens the call's media connection.
+            note = json.loads(await control.get_message())
+            assert note["type"] == "session.notify"
+            # The caller hangs up before anyone claims the call.
             assert (await http.delete(f"/sandbox/calls/{call_id}")).status_code == 200
             ended = json.loads(await control.get_message())
-            assert ended["type"] == "call.ended"
-            assert ended["data"]["callId"] == call_id
-            assert ended["data"]["reason"] == "caller_hangup"
+            assert ended == {
+                "type": "session.closed",
+                "sessionId": note["sessionId"],
+                "reason": "CALL_TERMINATED",
+            }
 
 
 async def _close_rejected_socket(rejected: BaseException) -> None:
@@ -438,7 +512,7 @@ async def test_trio_websocket_with_a_bad_api_key_gets_http_401(
     ]
     with anyio.fail_after(WAIT), pytest.raises(ConnectionRejected) as info:
         async with open_websocket_url(
-            f"{sandbox.base_url}/v1/agent/control", extra_headers=headers
+            f"{sandbox.base_url}/v1/agent/session-manager", extra_headers=headers
         ):
             pytest.fail("a bad API key was accepted")
     await _close_rejected_socket(info.value)
@@ -453,7 +527,7 @@ async def test_upgrade_with_a_bad_api_key_is_answered_http_401(
 ) -> None:
     """The refusal is a plain HTTP response: any HTTP client sees it (both backends)."""
     response = await http.get(
-        "/v1/agent/control",
+        "/v1/agent/session-manager",
         headers={
             "connection": "Upgrade",
             "upgrade": "websocket",

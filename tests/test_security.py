@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import attrs
 import pytest
 
-import telcoflow.sandbox._server as sandbox_server
+import telcoflow.sandbox._switchboard as switchboard
 from telcoflow import (
     TelcoflowClient,
     TelcoflowClientConfig,
@@ -18,7 +18,16 @@ from telcoflow import (
     WSSError,
     events,
 )
-from telcoflow._core import CallIncoming, ControlProtocol, Role, Setup
+from telcoflow._core import (
+    CallIn,
+    ControlProtocol,
+    RequestCompleted,
+    Role,
+    SessionNotify,
+    SessionOpen,
+    SessionReady,
+    Setup,
+)
 from telcoflow._net import HandshakeRejected, WebSocketConnection, connect_websocket
 from telcoflow.sandbox import CalleeSpec, Sandbox, tone_pcm
 
@@ -51,7 +60,7 @@ def recorded_tokens(monkeypatch: pytest.MonkeyPatch) -> Secrets:
         minted.add(token)
         return token
 
-    monkeypatch.setattr(sandbox_server.secrets, "token_urlsafe", token_urlsafe)
+    monkeypatch.setattr(switchboard.secrets, "token_urlsafe", token_urlsafe)
     return minted
 
 
@@ -126,8 +135,8 @@ async def test_no_secret_in_logs_reprs_or_errors_at_debug(
     assert any("call.answer" in r.getMessage() for r in caplog.records)  # DEBUG really was on
 
 
-async def test_call_incoming_repr_hides_the_media_token() -> None:
-    offer = CallIncoming("c1", "+1", "+2", "MT", "ws://x/v1/agent/media/c1", "tok-SECRET", 0.0)
+async def test_call_in_repr_hides_the_media_token() -> None:
+    offer = CallIn("s1", "c1", "ws://x/v1/agent/media/c1", "tok-SECRET", "org", "+1", "+2")
     assert "tok-SECRET" not in repr(offer)
 
 
@@ -136,75 +145,104 @@ async def test_call_incoming_repr_hides_the_media_token() -> None:
 
 async def _control(sandbox: Sandbox) -> WebSocketConnection:
     conn = await connect_websocket(
-        f"{sandbox.base_url}/v1/agent/control",
+        f"{sandbox.base_url}/v1/agent/session-manager",
         headers=[("x-api-key", sandbox.api_key), ("x-connector-uuid", sandbox.connector_uuid)],
     )
     return conn
 
 
-@pytest.fixture
-async def offers(sandbox: Sandbox) -> AsyncIterator[Callable[[], anyio.abc.AsyncResource]]:
-    """A raw control connection (no SDK): yields a function placing a call and returning its
-    offer, to use its media token by hand."""
+Offers = Callable[[], Awaitable[CallIn]]
+
+
+async def _raw_offers(sandbox: Sandbox) -> AsyncIterator[Offers]:
     conn = await _control(sandbox)
     proto = ControlProtocol(Role.CLIENT)
     with anyio.fail_after(WAIT):
         await conn.send(proto.send(Setup()))
         proto.receive(await conn.receive())
 
-    async def offer() -> CallIncoming:
-        await sandbox.create_call()
-        with anyio.fail_after(WAIT):
-            msg = proto.receive(await conn.receive())
-        assert isinstance(msg, CallIncoming)
+    async def next_of(kind: type[object]) -> object:
+        while not isinstance(msg := proto.receive(await conn.receive()), kind):
+            pass
         return msg
 
-    yield offer  # type: ignore[misc]
-    await conn.aclose()
+    async def offer() -> CallIn:
+        """Place a call, claim it and ready it by hand: its ``call.in``."""
+        await sandbox.create_call()
+        with anyio.fail_after(WAIT):
+            note = await next_of(SessionNotify)
+            assert isinstance(note, SessionNotify)
+            await conn.send(proto.send(SessionOpen(note.session_id, proto.new_request_id())))
+            done = await next_of(RequestCompleted)
+            assert isinstance(done, RequestCompleted)
+            assert done.response.ok
+            await conn.send(proto.send(SessionReady(note.session_id)))
+            call_in = await next_of(CallIn)
+        assert isinstance(call_in, CallIn)
+        return call_in
+
+    try:
+        yield offer
+    finally:
+        await conn.aclose()
 
 
-async def _media(offer: CallIncoming, url: str | None = None, token: str | None = None) -> None:
-    token = offer.media_token if token is None else token
+@pytest.fixture
+async def offers(sandbox: Sandbox) -> AsyncIterator[Offers]:
+    """A raw control connection (no SDK): yields a function placing a call and returning its
+    ``call.in``, to use its media token by hand."""
+    async for offer in _raw_offers(sandbox):
+        yield offer
+
+
+async def _media(offer: CallIn, url: str | None = None, token: str | None = None) -> None:
+    token = offer.token if token is None else token
     headers = [("authorization", f"Bearer {token}")] if token else []
-    conn = await connect_websocket(url or offer.media_url, headers=headers)
+    conn = await connect_websocket(url or offer.url, headers=headers)
     await conn.aclose()
 
 
-async def test_media_token_is_single_use(offers: Callable[[], object]) -> None:
-    offer: CallIncoming = await offers()  # type: ignore[misc]
+async def test_media_token_is_single_use(offers: Offers) -> None:
+    offer = await offers()
     await _media(offer)
     with pytest.raises(HandshakeRejected) as info:
         await _media(offer)
     assert info.value.status_code == 401
 
 
-async def test_media_token_is_bound_to_its_call(offers: Callable[[], object]) -> None:
-    first: CallIncoming = await offers()  # type: ignore[misc]
-    second: CallIncoming = await offers()  # type: ignore[misc]
+async def test_media_token_is_bound_to_its_call_and_not_used_up_elsewhere(
+    offers: Offers,
+) -> None:
+    first = await offers()
+    second = await offers()
     with pytest.raises(HandshakeRejected) as info:
-        await _media(first, url=second.media_url)
+        await _media(first, url=second.url)
     assert info.value.status_code == 401
+    await _media(first)  # the refused attempt did not use it up: its own call takes it
 
 
 @pytest.mark.parametrize("token", ["", "guess", "Bearer"])
-async def test_missing_or_wrong_media_token_is_refused(
-    offers: Callable[[], object], token: str
-) -> None:
-    offer: CallIncoming = await offers()  # type: ignore[misc]
+async def test_missing_or_wrong_media_token_is_refused(offers: Offers, token: str) -> None:
+    offer = await offers()
     with pytest.raises(HandshakeRejected) as info:
         await _media(offer, token=token)
     assert info.value.status_code == 401
     assert "token" in info.value.body
 
 
-async def test_media_token_expires(
-    offers: Callable[[], object], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(sandbox_server, "TOKEN_TTL_S", -1.0)  # expired the moment it is minted
-    offer: CallIncoming = await offers()  # type: ignore[misc]
-    with pytest.raises(HandshakeRejected) as info:
-        await _media(offer)
-    assert info.value.status_code == 401
+async def test_media_token_expires() -> None:
+    async with Sandbox(token_ttl=0.0) as sb:  # expired the moment it is minted
+        async for offers in _raw_offers(sb):
+            offer = await offers()
+            with pytest.raises(HandshakeRejected) as info:
+                await _media(offer)
+            assert info.value.status_code == 401
+
+
+async def test_a_media_token_outlives_the_claim_timeouts() -> None:
+    """PROTOCOL.md: a token is valid at least 60 s from its call.in, until first used."""
+    async with Sandbox() as sb:
+        assert sb.token_ttl >= 60.0
 
 
 async def test_tls_is_verified_by_default(
@@ -237,18 +275,16 @@ async def test_call_terminated_event_names_no_secret(
 
 
 async def test_connect_timeout_equal_to_the_ring_time_yields_the_ring_outcome(
-    sandbox: Sandbox, offers: Callable[[], object]
+    sandbox: Sandbox, offers: Offers
 ) -> None:
     """The official SDK sends connect's timeout_ms equal to the ring time: the callee's
     outcome (here: no answer) must win over TIMEOUT."""
     from telcoflow._core import Command, CommandCompleted, MediaProtocol
 
-    offer: CallIncoming = await offers()  # type: ignore[misc]
+    offer = await offers()
     sim = sandbox.get_call(offer.call_id)
     assert sim is not None
-    conn = await connect_websocket(
-        offer.media_url, headers=[("authorization", f"Bearer {offer.media_token}")]
-    )
+    conn = await connect_websocket(offer.url, headers=[("authorization", f"Bearer {offer.token}")])
     proto = MediaProtocol(Role.CLIENT)
     sim.spec = attrs.evolve(sim.spec, callee=CalleeSpec(answer=False))
     try:
