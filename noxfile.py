@@ -59,3 +59,40 @@ def bench(session: nox.Session) -> None:
     session.run(str(python), "-m", "pip", "install", "-q", "telcoflow==1.0.0", external=True)
     args = session.posargs or ["--readme"]
     session.run("python", "benchmarks/bench.py", "--official-python", str(python), *args)
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """The OFFICIAL client (``telcoflow`` 1.0.0 from the registry), unchanged, against our sandbox.
+
+    The scenarios of ``interop/official`` run in a virtual environment of the official client's
+    own beside this session's (it has our import name), with that environment's pytest; each
+    starts a sandbox with this session's interpreter (``TELCOFLOW_SANDBOX_PYTHON``), where the
+    project is installed. ``nox -s interop -- -k echo`` passes arguments to that pytest.
+    """
+    import pathlib
+
+    session.install("-e", ".")
+    official = pathlib.Path(session.virtualenv.location).parent / "official-sdk"
+    python = official / "bin" / "python"
+    if not python.exists():
+        session.run("python", "-m", "venv", str(official))
+    session.run(
+        str(python),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "telcoflow==1.0.0",
+        "pytest",
+        "pytest-timeout",
+        external=True,
+    )
+    sandbox_python = pathlib.Path(session.virtualenv.location) / "bin" / "python"
+    session.run(
+        str(official / "bin" / "pytest"),
+        "interop/official",
+        *session.posargs,
+        env={"TELCOFLOW_SANDBOX_PYTHON": str(sandbox_python)},
+        external=True,
+    )
