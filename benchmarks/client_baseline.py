@@ -1,8 +1,9 @@
 """Benchmark floor: an echo agent on bare asyncio streams and wsproto, with no SDK machinery.
 
-It does the least PROTOCOL.md allows: the control connection's setup and offers, and per call a
-media connection that answers, then echoes every inbound chunk of channel 0 as soon as the
-server's credit allows, in ``prefer_audio_frame_bytes`` frames. No reconnection, no state
+It does the least PROTOCOL.md allows: the control connection's setup, a claim and a ready for
+each notified session (no checks of the response), and per call a media connection that
+answers, then echoes every inbound chunk of channel 0 as soon as the server's credit allows, in
+``prefer_audio_frame_bytes`` frames. No reconnection, no state
 machine, no validation, no queues, no tasks beyond one per connection. Prints the same ``ready``
 and ``done`` lines as the other clients (``_report.py``).
 
@@ -94,7 +95,8 @@ class Socket:
 
 
 async def media(url: str, token: str, tally: Tally) -> None:
-    sock = await Socket.open(url, [("authorization", f"Bearer {token}"), ("x-sdk-version", KIND)])
+    headers = [("authorization", f"Bearer {token}"), ("x-sdk-version", "1.0.0")]
+    sock = await Socket.open(url, headers)
     ws, send = sock.ws, sock.send
     tally.calls += 1
     credit = 0
@@ -142,18 +144,26 @@ async def control(args: argparse.Namespace, tally: Tally, tasks: set[asyncio.Tas
     headers = [
         ("x-api-key", args.api_key),
         ("x-connector-uuid", args.connector_uuid),
-        ("x-sdk-version", KIND),
+        ("x-sdk-version", "1.0.0"),
     ]
-    sock = await Socket.open(args.base_url + "/v1/agent/control", headers)
+    sock = await Socket.open(args.base_url + "/v1/agent/session-manager", headers)
     setup = {"type": "setup", "data": {"sampleRate": args.sample_rate, "audioMode": "mixed"}}
+    claims = 0
     async for message in sock.events():
         if isinstance(message, str):
             msg = json.loads(message)
-            if msg.get("type") == "setup.done":
+            kind = msg.get("type")
+            if kind == "setup.done":
                 print_ready(KIND)
-            elif msg.get("type") == "call.incoming":
-                d = msg["data"]
-                task = asyncio.create_task(media(d["mediaUrl"], d["mediaToken"], tally))
+            elif kind == "session.notify":
+                claims += 1
+                sid = msg["sessionId"]
+                claim = {"type": "session.open", "sessionId": sid, "reqId": str(claims)}
+                ready = {"type": "session.ready", "sessionId": sid}
+                sock.send(sock.ws.send(TextMessage(json.dumps(claim))))
+                sock.send(sock.ws.send(TextMessage(json.dumps(ready))))
+            elif kind == "call.in":
+                task = asyncio.create_task(media(msg["url"], msg["token"], tally))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         elif not isinstance(message, bytes):  # accepted
