@@ -10,7 +10,7 @@ import logging as _logging
 from . import events, exceptions
 from ._version import __version__
 from .call import ActiveCall, CallStats
-from .client import IncomingCalls, SessionRecord, TelcoflowClient
+from .client import ClientStats, IncomingCalls, SessionRecord, TelcoflowClient
 from .config import ReconnectPolicy, TelcoflowClientConfig
 from .events import AgentMode, AudioMode, CallEvent, CallState, ClientEvent, TerminationReason
 from .exceptions import (
@@ -42,6 +42,7 @@ __all__ = [
     "CallState",
     "CallStats",
     "ClientEvent",
+    "ClientStats",
     "IncomingCalls",
     "ReconnectPolicy",
     "SessionRecord",

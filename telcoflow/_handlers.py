@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import attrs
@@ -89,10 +89,22 @@ class HandlerRegistry:
         """The handlers for ``event`` in registration order (a copy: safe to iterate)."""
         return list(self._handlers[event])
 
-    async def fire(self, event: str, payload: Any, logger: logging.Logger, context: str) -> None:
-        """Run every handler for ``event`` in order; one that raises is logged, not propagated."""
+    async def fire(
+        self,
+        event: str,
+        payload: Any,
+        logger: logging.Logger,
+        context: str,
+        on_error: Callable[[Exception], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Run every handler for ``event`` in order; one that raises is logged, not propagated.
+
+        ``on_error`` (if given) is told first; when it returns True it has dealt with the error
+        (logged it its own way), else the error is logged here with its traceback."""
         for registered in self.handlers(event):
             try:
                 await registered(payload)
-            except Exception:
+            except Exception as exc:
+                if on_error is not None and await on_error(exc):
+                    continue
                 logger.exception("%s: handler for %s raised", context, event)

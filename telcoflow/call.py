@@ -224,12 +224,17 @@ class ActiveCall:
         connection: WebSocketConnection,
         *,
         on_ended: Callable[[ActiveCall], None] | None = None,
+        on_handler_error: Callable[[ActiveCall, BaseException], None] | None = None,
         state: CallState = CallState.PENDING,
     ) -> None:
         self._details = details
+        self._on_handler_error = on_handler_error
         self._config = config
         self._conn = connection
         self._on_ended = on_ended
+        #: Released (not answered) because its handler raised: its process must not claim
+        #: it again when the server offers it anew (the handler would fail the same way).
+        self._released_after_failure = False
         self._proto = MediaProtocol(Role.CLIENT, sample_rate=config.sample_rate)
         self._proto.call_state = state
         self._handlers = HandlerRegistry((e.value for e in events.CallEvent), "call")
@@ -693,19 +698,67 @@ class ActiveCall:
             result = handler(self)
             if hasattr(result, "__await__"):
                 await result
-        except Exception:
-            logger.exception("call %s: INCOMING_CALL handler raised", self.call_id)
+        except Exception as exc:
+            if not await self.handler_failed(exc):
+                logger.exception("call %s: INCOMING_CALL handler raised", self.call_id)
         except anyio.get_cancelled_exc_class():
             if anyio.current_effective_deadline() == -math.inf:
                 raise  # our own scopes are cancelling: let it through
             # asyncio's task.cancel() aimed at the handler alone: the call goes on without it.
             logger.info("call %s: INCOMING_CALL handler was cancelled", self.call_id)
 
+    async def _event_handler_failed(self, exc: Exception) -> bool:
+        logger.error("call %s: an event handler raised", self.call_id, exc_info=exc)
+        if self._on_handler_error is not None:
+            self._on_handler_error(self, exc)
+        return True
+
+    async def handler_failed(self, exc: Exception) -> bool:
+        """The application's handler for this call raised ``exc``: the policy (README, "When
+        a handler raises"). A handler that stops because the call ended under it (the caller
+        hung up while it was sending) ends quietly: that is how calls end. Otherwise the error
+        is logged once with the call id, and the call is not left stuck: one still ringing is
+        released (the server offers it to another process), one answered is left politely
+        (``close()``). Returns True: dealt with."""
+        if self._termination_reason is not None and isinstance(
+            exc, (BufferClosedError, WSSCallClosedError)
+        ):
+            logger.debug("call %s: the handler stopped as the call ended: %s", self.call_id, exc)
+            return True
+        state = self.state
+        if self._termination_reason is not None:
+            what = "the call had ended"
+        elif state is CallState.PENDING:
+            what = "releasing the call (not answered) so that another process can take it"
+        else:
+            what = "the agent leaves the call"
+        logger.error(
+            "call %s: the INCOMING_CALL handler raised; %s", self.call_id, what, exc_info=exc
+        )
+        if self._on_handler_error is not None:
+            self._on_handler_error(self, exc)
+        if self._termination_reason is not None:
+            return True
+        if state is CallState.PENDING:
+            self._released_after_failure = True
+            await self.force_disconnect()
+            return True
+        with anyio.move_on_after(self._config.command_timeout):
+            try:
+                await self.close()
+                return True
+            except WSSCallError as error:
+                logger.debug("call %s: close after the handler failed: %s", self.call_id, error)
+        await self.force_disconnect()
+        return True
+
     async def _dispatch_events(self) -> None:
         try:
             async with self._events_receive:
                 async for name, payload in self._events_receive:
-                    await self._handlers.fire(name, payload, logger, f"call {self.call_id}")
+                    await self._handlers.fire(
+                        name, payload, logger, f"call {self.call_id}", self._event_handler_failed
+                    )
         finally:
             self._events_done.set()
 

@@ -21,6 +21,8 @@ Invariants:
   notify) is ignored;
 - a call is in ``_calls`` from the moment its media connection is open until it ends for the
   agent; ``max_calls`` counts ``_sessions``, so claims in flight count against it too;
+- a process claims a notified call after a delay that grows with the calls it holds
+  (``CLAIM_DELAY_PER_CALL_S``), so the least loaded process of a connector claims first;
 - every request has a bounded wait (``request_timeout``), and fails at once when the control
   connection is lost.
 """
@@ -31,7 +33,7 @@ import logging
 import ssl
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -44,6 +46,7 @@ import attrs
 import httpx
 
 from . import events
+from ._context import CALL_ID, SESSION_ID
 from ._core import (
     Activity,
     CallFlowSetup,
@@ -96,7 +99,7 @@ from .exceptions import (
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["IncomingCalls", "SessionRecord", "TelcoflowClient"]
+__all__ = ["ClientStats", "IncomingCalls", "SessionRecord", "TelcoflowClient"]
 
 logger = logging.getLogger("telcoflow_sdk.control_connection")
 
@@ -116,6 +119,16 @@ MAX_OPENING_PER_HOST = 32
 #: this process hold them all).
 MAX_CLAIMS_IN_FLIGHT = 1000
 
+#: Load-based claiming: a process holding calls waits this long per call in hand (up to the
+#: cap) before it claims a new one, so that a process with fewer calls, notified at the same
+#: moment, claims first and the connector's calls spread over its processes. Alone on a
+#: connector, a process loses at most the cap per call; that is far below a ring.
+CLAIM_DELAY_PER_CALL_S = 0.002
+CLAIM_DELAY_MAX_S = 0.05
+
+#: Calls left to others for want of room that are remembered, to claim if room frees up.
+MAX_DEFERRED = 1000
+
 #: Failures of one kind logged at WARNING, then one in every ``QUIET_EVERY`` (a flood of bad
 #: calls must not flood the log).
 LOUD_FAILURES = 10
@@ -132,6 +145,12 @@ MAX_PENDING_INCOMING = 1000
 #: from its first delay. One that died sooner (a server that accepts, then drops at once) is
 #: counted as a failed attempt, so that ``max_attempts`` stops a reconnect loop.
 STABLE_CONNECTION_S = 10.0
+
+#: Handler failures kept in :attr:`TelcoflowClient.handler_errors`.
+MAX_HANDLER_ERRORS_KEPT = 100
+
+#: Command latencies kept for :meth:`ClientStats.take_latencies` between two reads.
+MAX_LATENCIES_KEPT = 10_000
 
 #: A dialled call rings this much longer, at most, than the ring time asked for before the
 #: client gives up on it (the server's own ring timeout comes first).
@@ -232,6 +251,39 @@ def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
         if not isinstance(leaf, cancelled):
             return leaf
     return leaves[0]
+
+
+class ClientStats:
+    """What a client did so far, for monitoring (``telcoflow run`` exports it as Prometheus
+    metrics): counters only grow; ``take_latencies`` hands over the command latencies measured
+    since its last call."""
+
+    def __init__(self) -> None:
+        self.calls_taken = 0
+        #: Calls ended for the agent, by termination reason.
+        self.calls_ended: dict[str, int] = {}
+        #: Claims that did not get the call (another process's, or ended meanwhile).
+        self.claims_lost = 0
+        self.reconnects = 0
+        self.handler_errors = 0
+        #: Audio of ended calls, in bytes: received (what the agent heard) and sent.
+        self.audio_bytes_in = 0
+        self.audio_bytes_out = 0
+        self._latencies: deque[tuple[str, float]] = deque(maxlen=MAX_LATENCIES_KEPT)
+
+    def record_call(self, call: ActiveCall) -> None:
+        """Add an ended call's own counters."""
+        self.audio_bytes_in += call.stats.bytes_received
+        self.audio_bytes_out += call.stats.bytes_sent
+        for command, samples in call.stats.command_latencies_ms.items():
+            self._latencies.extend((command, ms / 1000) for ms in samples)
+
+    def take_latencies(self) -> list[tuple[str, float]]:
+        """``(command, seconds)`` of every command answered since the last call, oldest first
+        (calls still live are counted when they end)."""
+        taken = list(self._latencies)
+        self._latencies.clear()
+        return taken
 
 
 class _Waiter:
@@ -364,6 +416,10 @@ class TelcoflowClient:
         self._opening: anyio.CapacityLimiter | None = None
         self._opening_to: dict[str, anyio.CapacityLimiter] = {}
         self._failures: dict[str, int] = {}
+        #: Calls left to the other processes for want of room, oldest first (see _defer).
+        self._deferred: OrderedDict[str, SessionNotify] = OrderedDict()
+        #: Calls released because the handler raised on them, never to be claimed again here.
+        self._given_up: OrderedDict[str, None] = OrderedDict()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._control: _Control | None = None
@@ -378,8 +434,16 @@ class TelcoflowClient:
         self._changed = anyio.Event()
         #: The control connection's id on the server (``smWsId``), while connected.
         self.connection_id: str | None = None
-        #: How many times the control connection was re-established after a loss.
-        self.reconnects = 0
+        #: What this client did so far (counters for monitoring; see :class:`ClientStats`).
+        self.stats = ClientStats()
+        #: The most recent failures of the application's handlers: ``(call id, exception)``
+        #: (for tests, which should fail on them, and monitoring).
+        self.handler_errors: list[tuple[str, BaseException]] = []
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the control connection was re-established after a loss."""
+        return self.stats.reconnects
 
     def __repr__(self) -> str:
         state = "connected" if self._control is not None else "disconnected"
@@ -750,7 +814,7 @@ class TelcoflowClient:
                             self._stop(exc)
                             return
                         logger.warning("reconnect failed: %s", exc)
-                self.reconnects += 1
+                self.stats.reconnects += 1
                 if self._call_flow is not None:
                     assert self._tg is not None
                     self._tg.start_soon(self._resend_call_flow, self._control)
@@ -879,17 +943,23 @@ class TelcoflowClient:
         if self._draining:
             logger.info("session %s notified while draining; left to other processes", sid)
             return
+        if sid in self._given_up:
+            logger.info("session %s: its handler failed here; left to other processes", sid)
+            return
         if sum(s.call is None for s in self._sessions.values()) >= MAX_CLAIMS_IN_FLIGHT:
             self._log_failure(
                 "claims", "session %s not claimed: %d claims in flight", sid, MAX_CLAIMS_IN_FLIGHT
             )
+            self._defer(note)
             return
         limit = self.config.max_calls
         if limit is not None and self._taken() >= limit:
             logger.info(
                 "session %s not claimed: at max_calls (%d); left to other processes", sid, limit
             )
+            self._defer(note)
             return
+        self._deferred.pop(sid, None)
         if note.activity not in (Activity.NEW_INCOMING_CALL, Activity.RESUME):
             logger.debug("session %s: activity %r, claimed as a call", sid, note.activity)
         logger.info("session %s notified (%s from %s)", sid, note.activity, note.remote_address)
@@ -898,6 +968,26 @@ class TelcoflowClient:
         self._handoff.append(session)
         self._notify_changed()
         self._tg.start_soon(self._run_inbound, session)
+
+    def _defer(self, note: SessionNotify) -> None:
+        """Keep a call left to the others for want of room: if room frees up while it may
+        still ring, claim it then (the others may have been full too, or their claims of the
+        same calls were what took our room)."""
+        deferred = self._deferred
+        deferred.pop(note.session_id, None)
+        deferred[note.session_id] = note
+        while len(deferred) > MAX_DEFERRED:
+            deferred.popitem(last=False)
+
+    def _room_freed(self) -> None:
+        """A claim failed or a call ended: claim the oldest deferred call, if it fits now."""
+        if not self._deferred or self._draining or self._stopped.is_set():
+            return
+        limit = self.config.max_calls
+        while self._deferred and (limit is None or self._taken() < limit):
+            _, note = self._deferred.popitem(last=False)
+            logger.info("session %s: room again; claiming it", note.session_id)
+            self._notified(note)
 
     def _call_in(self, msg: CallIn) -> None:
         session = self._sessions.get(msg.session_id)
@@ -914,6 +1004,7 @@ class TelcoflowClient:
         session.signal.set()
 
     def _session_closed(self, msg: SessionClosed) -> None:
+        self._deferred.pop(msg.session_id, None)  # it ended: nothing to claim later
         session = self._sessions.get(msg.session_id)
         if session is None:
             logger.debug("session %s closed (%s); not ours", msg.session_id, msg.reason)
@@ -937,6 +1028,7 @@ class TelcoflowClient:
         if not response.ok:
             code = response.error_code
             content = response.error_content if isinstance(response.error_content, dict) else {}
+            self.stats.claims_lost += 1
             if code == ErrorCode.SESSION_BUSY:
                 logger.debug(
                     "session %s taken by another process (%s)",
@@ -961,6 +1053,7 @@ class TelcoflowClient:
         return session.call_in
 
     async def _run_inbound(self, session: _Session) -> None:
+        SESSION_ID.set(session.id)
         try:
             await self._take_inbound(session)
         except Exception:
@@ -975,6 +1068,11 @@ class TelcoflowClient:
                 if control is None:
                     return
                 try:
+                    delay = min(CLAIM_DELAY_PER_CALL_S * (self._taken() - 1), CLAIM_DELAY_MAX_S)
+                    if delay > 0:
+                        await anyio.sleep(delay)
+                        if session.closed is not None or self._draining:
+                            return
                     if not await self._claim(session, control):
                         return
                     call_in = await self._wait_call_in(session, self.config.request_timeout)
@@ -1063,6 +1161,7 @@ class TelcoflowClient:
         if self._sessions.get(session.id) is session:
             del self._sessions[session.id]
             self._notify_changed()
+            self._room_freed()
 
     async def _open_call(
         self, session: _Session, call_in: CallIn, state: CallState
@@ -1128,9 +1227,18 @@ class TelcoflowClient:
             org_uuid=call_in.org_uuid,
             created_at=session.created_at,
         )
-        call = ActiveCall(details, c, conn, on_ended=self._call_ended, state=state)
+        call = ActiveCall(
+            details,
+            c,
+            conn,
+            on_ended=self._call_ended,
+            on_handler_error=self._handler_error,
+            state=state,
+        )
         session.call = call
         self._calls[call.call_id] = call
+        self.stats.calls_taken += 1
+        CALL_ID.set(call.call_id)  # this task's context: the call's tasks inherit it
         logger.info("call %s taken (session %s)", call.call_id, session.id)
         self._notify_changed()
         return call
@@ -1178,16 +1286,31 @@ class TelcoflowClient:
                 self._log_failure(
                     "consumer", "call %s: incoming_calls() consumer is not keeping up", call.call_id
                 )
-        await self._handlers.fire(events.INCOMING_CALL, call, logger, f"call {call.call_id}")
+        await self._handlers.fire(
+            events.INCOMING_CALL, call, logger, f"call {call.call_id}", call.handler_failed
+        )
+
+    def _handler_error(self, call: ActiveCall, exc: BaseException) -> None:
+        self.stats.handler_errors += 1
+        self.handler_errors.append((call.call_id, exc))
+        del self.handler_errors[:-MAX_HANDLER_ERRORS_KEPT]
 
     def _call_ended(self, call: ActiveCall) -> None:
+        reason = call.termination_reason or "unknown"
+        self.stats.calls_ended[reason] = self.stats.calls_ended.get(reason, 0) + 1
+        self.stats.record_call(call)
         self._calls.pop(call.call_id, None)
         session = self._sessions.get(call.session_id)
         if session is not None and session.call is call:
             # Over for us (its handler may still run): a later notification of the session (the
             # server lets it ring on once the agent's media is gone) is a new call.
             session.released = True
+        if call._released_after_failure:
+            self._given_up[call.session_id] = None
+            while len(self._given_up) > MAX_DEFERRED:
+                self._given_up.popitem(last=False)
         self._notify_changed()
+        self._room_freed()
 
     def _notify_changed(self) -> None:
         self._changed.set()

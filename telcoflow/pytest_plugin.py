@@ -14,6 +14,7 @@ Assertions on what parties heard are in :mod:`telcoflow.testing`.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from .sandbox import Sandbox, SimCall
 from .testing import CallInbox
 
 __all__ = [
+    "fail_on_handler_errors",
     "place_call",
     "telcoflow_client",
     "telcoflow_config",
@@ -54,9 +56,25 @@ def telcoflow_config(telcoflow_sandbox: Sandbox) -> TelcoflowClientConfig:
 async def telcoflow_client(
     telcoflow_config: TelcoflowClientConfig,
 ) -> AsyncIterator[TelcoflowClient]:
-    """A client connected to the test's sandbox; register your agent with ``client.on``."""
+    """A client connected to the test's sandbox; register your agent with ``client.on``.
+
+    An agent that raises fails the test (at its teardown), with the agent's traceback: the
+    client itself survives a handler that raises, so without this a broken agent would pass.
+    """
     async with TelcoflowClient(telcoflow_config) as client:
         yield client
+    fail_on_handler_errors(client)
+
+
+def fail_on_handler_errors(client: TelcoflowClient) -> None:
+    """``pytest.fail`` with the traceback of the first handler that raised, if any did."""
+    if not client.handler_errors:
+        return
+    call_id, exc = client.handler_errors[0]
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    more = len(client.handler_errors) - 1
+    also = f" (and {more} more handler failures)" if more else ""
+    pytest.fail(f"the agent raised on call {call_id}{also}:\n{trace}", pytrace=False)
 
 
 @pytest.fixture

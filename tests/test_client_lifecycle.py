@@ -24,7 +24,7 @@ from telcoflow import (
     WSSConnectionError,
     events,
 )
-from telcoflow.sandbox import CalleeSpec, Sandbox, SimCall
+from telcoflow.sandbox import CalleeSpec, CallSpec, Sandbox, SimCall
 
 from .conftest import WAIT, CallInbox, live_task_names
 
@@ -581,31 +581,39 @@ async def test_a_raising_incoming_call_handler_is_logged_and_the_client_goes_on(
     sandbox: Sandbox,
     make_config: MakeConfig,
     caplog: pytest.LogCaptureFixture,
-    inboxes: Track,
 ) -> None:
+    """README, "When a handler raises": before answering, the call is released (offered to the
+    connector's other processes, never claimed again by this one), the error logged once with
+    the call id; the client goes on taking calls."""
     caplog.set_level(logging.ERROR, logger="telcoflow")
     client = TelcoflowClient(make_config())
+    answered = anyio.Event()
 
     @client.on(events.INCOMING_CALL)
-    async def broken(call: ActiveCall) -> None:
+    async def agent(call: ActiveCall) -> None:
         await anyio.lowlevel.checkpoint()
-        raise RuntimeError(f"handler bug on {call.call_id}")
+        if call.caller_number == "+15550999":
+            raise RuntimeError(f"handler bug on {call.call_id}")
+        await call.answer()
+        answered.set()
 
-    inbox = inboxes(CallInbox(client))  # registered after the broken handler: runs after it
     async with client:
-        first = await sandbox.create_call()
-        call = await inbox.next()
-        assert call.call_id == first.call_id
+        first = await sandbox.create_call(CallSpec(from_number="+15550999"))
+        with anyio.fail_after(WAIT):
+            await first.wait_for(lambda c: c.offers >= 2)  # released: offered anew
         failures = [r for r in caplog.records if r.exc_info and r.exc_info[0] is RuntimeError]
         assert len(failures) == 1
         assert first.call_id in failures[0].getMessage()
+        assert "releasing the call" in failures[0].getMessage()
         assert failures[0].name.startswith("telcoflow")
+        assert first.state is CallState.PENDING
+        assert client.handler_errors == [(first.call_id, failures[0].exc_info[1])]
 
         second = await sandbox.create_call()
-        call2 = await inbox.next()
-        assert call2.call_id == second.call_id
-        await call2.answer()
+        with anyio.fail_after(WAIT):
+            await answered.wait()
         assert second.state is CallState.ANSWERED
+        assert first.bound_to is None, "the failed call is not claimed again here"
         assert client.connected
 
 
@@ -670,3 +678,50 @@ def test_telcoflow_sdk_reexports_the_same_objects() -> None:
         assert getattr(telcoflow_sdk.events, name) is getattr(telcoflow.events, name), name
     for name in telcoflow.exceptions.__all__:
         assert getattr(telcoflow_sdk.exceptions, name) is getattr(telcoflow.exceptions, name), name
+
+
+async def test_the_readme_echo_loop_ends_quietly_when_the_caller_hangs_up(
+    sandbox: Sandbox, make_config: MakeConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The trap: the README's loop logged BufferClosedError tracebacks at ERROR whenever the
+    caller hung up while the agent was still sending (5 of 5 calls with 25 ms of work per
+    chunk). Hanging up is how calls end: nothing above INFO, no handler error."""
+    caplog.set_level(logging.INFO, logger="telcoflow")
+    caplog.set_level(logging.INFO, logger="telcoflow_sdk")
+    client = TelcoflowClient(make_config())
+    ended: list[str] = []
+    handlers_done = 0
+    all_done = anyio.Event()
+    all_ended = anyio.Event()
+
+    @client.on(events.INCOMING_CALL)
+    async def agent(call: ActiveCall) -> None:
+        nonlocal handlers_done
+
+        @call.on(events.CALL_TERMINATED)
+        def on_ended(reason: str) -> None:
+            ended.append(reason)
+            if len(ended) == 5:
+                all_ended.set()
+
+        try:
+            await call.answer()
+            async for chunk in call.audio_stream():
+                await anyio.sleep(0.025)  # the agent's work on each chunk (a model's turn)
+                await call.send_audio(chunk)
+        finally:
+            handlers_done += 1
+            if handlers_done == 5:
+                all_done.set()
+
+    async with client:
+        sims = [await sandbox.create_call(CallSpec(caller_hangup_after_s=0.5)) for _ in range(5)]
+        with anyio.fail_after(WAIT):
+            for sim in sims:
+                await sim.wait_ended()
+            await all_done.wait()
+            await all_ended.wait()
+    assert ended == ["caller_hangup"] * 5
+    loud = [r for r in caplog.records if r.levelno > logging.INFO]
+    assert loud == [], [r.getMessage() for r in loud]
+    assert client.handler_errors == []

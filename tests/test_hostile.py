@@ -1001,19 +1001,30 @@ async def test_control_floods_leave_the_client_responsive() -> None:
 
 async def test_a_notify_flood_claims_no_more_than_max_calls() -> None:
     """Five hundred calls notified at once, their claims never answered: the client claims
-    ``max_calls`` of them and leaves the rest to other processes; once those claims time out it
-    takes calls again."""
+    ``max_calls`` of them and leaves the rest aside; as those claims time out it claims the
+    oldest of the others, never more than ``max_calls`` at once; once the calls end it forgets
+    them and takes calls again."""
     async with hostile_client(max_calls=3) as h:
         control = await h.server.next_control()
         offers = [h.server.new_offer(policy="no-answer") for _ in range(500)]
         for offer in offers:
             await h.server.notify(control, offer)
         await wait_until(lambda: sum(len(o.claims) for o in offers) == 3)
-        await h.read_all(control)  # every notification read...
-        await h.settled()  # ...and the three claims over (timed out): no claim but those
-        assert sum(len(o.claims) for o in offers) == 3
+        await h.read_all(control)  # every notification read: still only three claims
+        assert [len(o.claims) for o in offers[:4]] == [1, 1, 1, 0]
+        assert count_tasks("TelcoflowClient._run_inbound") == 3
+        # The three time out (request_timeout): room again, for the oldest left aside.
+        await wait_until(lambda: sum(len(o.claims) for o in offers) == 6)
+        assert [len(o.claims) for o in offers[:7]] == [1, 1, 1, 1, 1, 1, 0]
+        assert count_tasks("TelcoflowClient._run_inbound") <= 3
+        for offer in offers:  # every caller hangs up: those left aside first, then the claimed
+            if not offer.claims:
+                await h.server.close_session(control, offer.session_id)
+        await h.server.hang_up_all(control)
+        await h.settled(control)
+        claimed = sum(len(o.claims) for o in offers)
         await h.call_on(control)  # room again: the client takes calls
-        assert sum(len(o.claims) for o in offers) == 3
+        assert sum(len(o.claims) for o in offers) == claimed, "no ended call claimed"
 
 
 async def test_a_flood_of_refused_claims_leaves_nothing_behind() -> None:

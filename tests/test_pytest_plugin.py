@@ -64,3 +64,62 @@ def test_plugin_fixtures_and_assertions_in_a_user_suite(pytester: pytest.Pyteste
     pytester.makepyfile(test_user_agent=USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-q")
     result.assert_outcomes(passed=6)
+
+
+CRASHING_AGENT = """
+import anyio
+import pytest
+
+from telcoflow import events
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request):
+    return request.param
+
+
+async def agent(call):
+    await call.answer()
+    1 / 0
+
+
+async def test_a_crashing_agent(telcoflow_client, place_call):
+    telcoflow_client.on(events.INCOMING_CALL, agent)
+    sim = await place_call()
+    with anyio.fail_after(10):
+        await sim.wait_ended()  # the agent leaves the call it broke (call.close)
+    assert sim.ended_reason == "agent_close"
+
+
+async def test_a_healthy_agent_alongside(telcoflow_client, place_call):
+    async def fine(call):
+        await call.answer()
+        await call.close()
+
+    telcoflow_client.on(events.INCOMING_CALL, fine)
+    sim = await place_call()
+    with anyio.fail_after(10):
+        await sim.wait_ended()
+"""
+
+
+def test_an_agent_that_raises_fails_its_test_with_the_traceback(
+    pytester: pytest.Pytester,
+) -> None:
+    """The trap: the client survives a handler that raises, so a broken agent under test used
+    to pass on both backends. Now the test that placed the call fails, showing the agent's
+    traceback; the healthy agent's test still passes."""
+    pytester.makepyfile(test_user_agent=CRASHING_AGENT)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-q")
+    result.assert_outcomes(passed=4, errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*ERROR at teardown of test_a_crashing_agent[[]asyncio[]]*",
+            "*the agent raised on call call-*",
+            "*ZeroDivisionError: division by zero*",
+            "*ERROR at teardown of test_a_crashing_agent[[]trio[]]*",
+        ]
+    )
+    assert "1 / 0" in result.stdout.str(), "the agent's own line is in the traceback"
