@@ -31,7 +31,7 @@ def test_demo_at_8khz(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_sandbox_serve_answers_health_and_stops_on_interrupt() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "telcoflow._cli", "sandbox", "serve", "--port", "0"],
+        [sys.executable, "-m", "telcoflow", "sandbox", "serve", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -57,7 +57,7 @@ def test_sandbox_serve_answers_health_and_stops_on_interrupt() -> None:
 
 def test_sandbox_serve_reports_a_busy_port() -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "telcoflow._cli", "sandbox", "serve", "--port", "0"],
+        [sys.executable, "-m", "telcoflow", "sandbox", "serve", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
     ) as first:
@@ -65,7 +65,7 @@ def test_sandbox_serve_reports_a_busy_port() -> None:
             assert first.stdout is not None
             port = first.stdout.readline().rsplit(":", 1)[1].strip()
             second = subprocess.run(
-                [sys.executable, "-m", "telcoflow._cli", "sandbox", "serve", "--port", port],
+                [sys.executable, "-m", "telcoflow", "sandbox", "serve", "--port", port],
                 capture_output=True,
                 text=True,
                 timeout=30,
@@ -85,7 +85,7 @@ def test_sandbox_serve_accepts_the_application_s_own_credentials() -> None:
         [
             sys.executable,
             "-m",
-            "telcoflow._cli",
+            "telcoflow",
             "sandbox",
             "serve",
             "--port",

@@ -21,7 +21,7 @@ import pytest
 
 from telcoflow import CallState, TelcoflowClient, TelcoflowClientConfig
 from telcoflow._cli import main
-from telcoflow._sandbox_cli import URL_ENV, SandboxApi, StatusLine, normalize_url
+from telcoflow._cli.sandbox_client import URL_ENV, SandboxApi, StatusLine, normalize_url
 from telcoflow.sandbox import Sandbox, tone_level, tone_pcm, write_wav
 
 from .conftest import WAIT, CallInbox
@@ -35,7 +35,7 @@ Cli = Callable[..., Result]
 def url() -> Iterator[str]:
     """The HTTP address of a sandbox served from the command line for the whole module."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "telcoflow._cli", "sandbox", "serve", "--port", "0"],
+        [sys.executable, "-m", "telcoflow", "sandbox", "serve", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -414,7 +414,7 @@ def test_an_unreachable_sandbox(capsys: pytest.CaptureFixture[str]) -> None:
 def test_an_unreachable_sandbox_from_the_console_has_no_traceback() -> None:
     port = _closed_port()
     done = subprocess.run(
-        [sys.executable, "-m", "telcoflow._cli", "sandbox", "calls"],
+        [sys.executable, "-m", "telcoflow", "sandbox", "calls"],
         capture_output=True,
         text=True,
         timeout=WAIT,

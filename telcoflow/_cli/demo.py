@@ -14,11 +14,11 @@ from typing import Any, TextIO
 import anyio
 import attrs
 
-from . import events
-from .call import ActiveCall
-from .client import TelcoflowClient
-from .config import TelcoflowClientConfig
-from .sandbox import CalleeSpec, CallSpec, Sandbox, SimCall, Voice, tone_level, tone_pcm
+from .. import events
+from ..call import ActiveCall
+from ..client import TelcoflowClient
+from ..config import TelcoflowClientConfig
+from ..sandbox import CalleeSpec, CallSpec, Sandbox, SimCall, Voice, tone_level, tone_pcm
 
 __all__ = ["DemoAgent", "run_demo"]
 
