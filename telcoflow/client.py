@@ -721,7 +721,7 @@ class TelcoflowClient:
                 except HandshakeRejected as exc:
                     raise self._rejected(url, exc) from None
                 except ConnectFailed as exc:
-                    raise WSSConnectionError(f"{url}: {exc}") from None
+                    raise self._connect_failed(url, exc) from None
                 return await self._setup(conn)
         except TimeoutError:
             if conn is not None:
@@ -734,6 +734,34 @@ class TelcoflowClient:
             if conn is not None:
                 await conn.aclose()
             raise
+
+    def _connect_failed(self, url: str, exc: ConnectFailed) -> WSSError:
+        """The error for a connection that failed: with mutual TLS, a server that hangs up
+        or alerts right after the TLS handshake is refusing the client certificate, which
+        OpenSSL reports only as ``EndOfStream()`` or an alert name: say so, naming the file."""
+        c = self.config
+        if c.auth != "mtls" or "handshake with" not in str(exc):
+            return WSSConnectionError(f"{url}: {exc}")
+        causes: list[BaseException] = []
+        cause: BaseException | None = exc.__cause__
+        while cause is not None and len(causes) < 5:
+            causes.append(cause)
+            cause = cause.__cause__ or cause.__context__
+        alert = next(
+            (str(e) for e in causes if isinstance(e, ssl.SSLError) and "alert" in str(e)), None
+        )
+        where = f"cert_path {c.cert_path!r}"
+        if alert is not None:
+            return WSSAuthenticationError(
+                f"{url}: the server rejected the client certificate ({where}): {alert}", None
+            )
+        if any(isinstance(e, (anyio.EndOfStream, anyio.BrokenResourceError)) for e in causes):
+            return WSSConnectionError(
+                f"{url}: the server hung up right after the TLS handshake, before answering "
+                f"the upgrade: it most likely does not accept the client certificate ({where}; "
+                "is it this connector's, issued by the service, and still valid?)"
+            )
+        return WSSConnectionError(f"{url}: {exc}")
 
     @staticmethod
     def _rejected(url: str, exc: HandshakeRejected) -> WSSError:

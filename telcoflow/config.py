@@ -8,6 +8,7 @@ from typing import Any, Literal
 import attrs
 
 from ._core import PROTOCOL_SDK_VERSION, REQUEST_TIMEOUT_S, SAMPLE_RATES, AudioMode
+from ._net._tls import check_ca_file, check_client_pair
 
 __all__ = ["DEFAULT_BASE_URL", "ReconnectPolicy", "TelcoflowClientConfig"]
 
@@ -15,6 +16,9 @@ __all__ = ["DEFAULT_BASE_URL", "ReconnectPolicy", "TelcoflowClientConfig"]
 #: ``TELCOFLOW_BASE_URL`` overrides it when no ``base_url`` is given.
 DEFAULT_BASE_URL = "wss://wss-prod.agentao.com"
 BASE_URL_ENV = "TELCOFLOW_BASE_URL"
+#: An extra CA to trust when no ``ca_path`` is given (a local TLS sandbox's, say), so that an
+#: application can be pointed at another server without a change to its code.
+CA_PATH_ENV = "TELCOFLOW_CA_PATH"
 
 #: A command unanswered for five minutes is a dead server, not a slow one; the bound also keeps
 #: connect's timeout (ring time + this) within the protocol's limit.
@@ -75,6 +79,13 @@ def _base_url_or_env(value: str | None) -> str:
     return value
 
 
+def _ca_path_or_env(value: str | None) -> str | None:
+    """An explicit ``ca_path`` wins; else ``TELCOFLOW_CA_PATH``; else none (system CAs)."""
+    if value is None:
+        return os.environ.get(CA_PATH_ENV) or None
+    return value
+
+
 def _convert_reconnect(value: ReconnectPolicy | dict[str, Any] | None) -> ReconnectPolicy:
     if value is None:
         return ReconnectPolicy()
@@ -98,7 +109,7 @@ class TelcoflowClientConfig:
     sample_rate: int = 24000
     base_url: str = attrs.field(default=None, converter=_base_url_or_env)
     audio_mode: AudioMode = attrs.field(default=AudioMode.MIXED)
-    ca_path: str | None = None
+    ca_path: str | None = attrs.field(default=None, converter=_ca_path_or_env)
     send_buffer_bytes: int = DEFAULT_SEND_BUFFER_BYTES
     command_timeout: float = attrs.field(default=10.0, validator=_positive)
     reconnect: ReconnectPolicy = attrs.field(default=None, converter=_convert_reconnect)
@@ -154,6 +165,10 @@ class TelcoflowClientConfig:
         _readable("cert_path", self.cert_path)
         _readable("key_path", self.key_path)
         _readable("ca_path", self.ca_path)
+        if self.ca_path is not None:
+            check_ca_file("ca_path", self.ca_path)
+        if self.auth == "mtls" and self.cert_path and self.key_path:
+            check_client_pair(self.cert_path, self.key_path)
         if self.command_timeout > MAX_COMMAND_TIMEOUT:
             raise ValueError(
                 f"command_timeout must be at most {MAX_COMMAND_TIMEOUT:g} s, "

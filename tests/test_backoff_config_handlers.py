@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+import trustme
 
 from telcoflow._handlers import HandlerRegistry, _takes_payload
 from telcoflow._net._backoff import Backoff
@@ -128,9 +129,11 @@ def _no_base_url_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def cert_files(tmp_path: Path) -> tuple[str, str]:
+    """A real certificate and its key: the configuration checks that they are a pair."""
+    issued = trustme.CA().issue_cert("agent.example")
     cert, key = tmp_path / "client.pem", tmp_path / "client.key"
-    cert.write_text("-----BEGIN CERTIFICATE-----\n")
-    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
     return str(cert), str(key)
 
 

@@ -3,6 +3,7 @@ production-mode (client certificate) authentication, and refusals of what must n
 
 from __future__ import annotations
 
+import re
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from telcoflow import (
     WSSConnectionError,
     WSSError,
 )
-from telcoflow.sandbox import Sandbox, tone_level
+from telcoflow.sandbox import CallSpec, Connector, Sandbox, tone_level
 
 from .conftest import WAIT, CallInbox
 
@@ -125,7 +126,110 @@ async def test_production_mode_with_a_certificate_from_another_ca_is_refused(
         async with TelcoflowClient(config):
             pytest.fail("connected with a client certificate from an untrusted CA")
     assert isinstance(info.value, (WSSConnectionError, WSSAuthenticationError))
+    # Not a bare EndOfStream(): what happened, and which file to look at.
+    assert "client certificate" in str(info.value)
+    assert str(cert_path) in str(info.value)
     assert sb.control_sessions() == []
+
+
+async def test_an_application_s_own_certificate_is_its_connector(tmp_path: Path) -> None:
+    """``Connector(client_cert=...)``: a certificate from a CA the sandbox never saw (as the
+    hosted service's would be) is trusted as it is, and identifies its connector."""
+    own = trustme.CA(organization_name="the hosted service").issue_cert("agent.example")
+    cert_path, key_path = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    own.cert_chain_pems[0].write_to_path(cert_path)
+    own.private_key_pem.write_to_path(key_path)
+    connectors = [Connector("k", "uuid-first"), Connector("k2", "uuid-app", client_cert=cert_path)]
+    async with Sandbox(tls=True, connectors=connectors) as sb:
+        config = TelcoflowClientConfig.production(
+            cert_path=cert_path, key_path=key_path, ca_path=sb.ca_path, base_url=sb.base_url
+        )
+        async with TelcoflowClient(config) as client:
+            inbox = CallInbox(client)
+            try:
+                sim = await sb.create_call(CallSpec(connector_uuid="uuid-app"))
+                call = await inbox.next()
+                assert call.call_id == sim.call_id
+                await call.answer()
+                assert sim.state is CallState.ANSWERED
+            finally:
+                inbox.close()
+            # Calls of another connector are not offered to it.
+            other = await sb.create_call(CallSpec(connector_uuid="uuid-first"))
+            assert other.bound_to is None
+
+
+async def test_a_client_cert_needs_tls() -> None:
+    with pytest.raises(ValueError, match="client_cert needs tls=True"):
+        Sandbox(connectors=[Connector("k", "u", client_cert="cert.pem")])
+
+
+def _pair(tmp_path: Path, name: str) -> tuple[str, str]:
+    issued = trustme.CA().issue_cert(f"{name}.example")
+    cert, key = tmp_path / f"{name}-cert.pem", tmp_path / f"{name}-key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    return str(cert), str(key)
+
+
+def test_a_wrong_certificate_or_key_names_the_file_and_the_cause(tmp_path: Path) -> None:
+    """The trap: OpenSSL says ``[SSL] PEM lib`` or ``KEY_VALUES_MISMATCH`` naming neither
+    file. The configuration says which file and what is wrong with it."""
+    cert, key = _pair(tmp_path, "one")
+    other_cert, other_key = _pair(tmp_path, "two")
+    cases = [
+        (other_key, f"key_path '{other_key}' is not the private key of cert_path '{cert}'"),
+        (cert, f"key_path '{cert}' is not a private key: it holds a certificate"),
+    ]
+    for bad_key, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            TelcoflowClientConfig.production(cert_path=cert, key_path=bad_key)
+    with pytest.raises(ValueError, match=re.escape(f"cert_path '{key}' is not a client cert")):
+        TelcoflowClientConfig.production(cert_path=key, key_path=key)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(ValueError, match="holds no PEM certificate"):
+        TelcoflowClientConfig.production(cert_path=str(garbage), key_path=key)
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ValueError, match=r"cert_path '.*broken\.pem'.*cannot be parsed"):
+        TelcoflowClientConfig.production(cert_path=str(broken), key_path=key)
+    with pytest.raises(ValueError, match=r"ca_path '.*garbage\.pem' is not a CA certificate"):
+        TelcoflowClientConfig.production(cert_path=cert, key_path=key, ca_path=str(garbage))
+    assert TelcoflowClientConfig.production(cert_path=other_cert, key_path=other_key)
+
+
+def test_an_encrypted_key_is_refused_without_a_prompt(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = _pair(tmp_path, "one")
+    loaded = serialization.load_pem_private_key(Path(key).read_bytes(), password=None)
+    encrypted = tmp_path / "encrypted-key.pem"
+    encrypted.write_bytes(
+        loaded.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    with pytest.raises(ValueError, match="is encrypted with a passphrase"):
+        TelcoflowClientConfig.production(cert_path=cert, key_path=str(encrypted))
+
+
+def test_the_ca_comes_from_the_environment_when_not_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    monkeypatch.setenv("TELCOFLOW_CA_PATH", str(path))
+    config = TelcoflowClientConfig.sandbox(api_key="k", connector_uuid="u")
+    assert config.ca_path == str(path)
+    explicit = TelcoflowClientConfig.sandbox(api_key="k", connector_uuid="u", ca_path=str(path))
+    assert explicit.ca_path == str(path)
+    monkeypatch.setenv("TELCOFLOW_CA_PATH", str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match=r"ca_path '.*missing\.pem' cannot be read"):
+        TelcoflowClientConfig.sandbox(api_key="k", connector_uuid="u")
 
 
 async def test_sandbox_http_api_is_served_over_https(tls_sandbox: Sandbox) -> None:

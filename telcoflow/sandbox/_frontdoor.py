@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import os
@@ -118,7 +119,10 @@ class _QuietTLSListener(TLSListener):
 
 class TlsFiles:
     """A CA made for this sandbox, its server certificate, and a client certificate per
-    connector (for production-mode, mutual-TLS clients), in a temporary directory."""
+    connector (for production-mode, mutual-TLS clients), in a temporary directory. A connector
+    with a ``client_cert`` of its own is issued none: that certificate is trusted as it is
+    (a partial chain: the leaf itself is the anchor), so an application's real certificate
+    works unchanged."""
 
     def __init__(self, connectors: list[Connector]) -> None:
         import trustme
@@ -129,10 +133,18 @@ class TlsFiles:
         self._tmp = tempfile.TemporaryDirectory(prefix="telcoflow-sandbox-")
         self.ca_path = os.path.join(self._tmp.name, "ca.pem")
         ca.cert_pem.write_to_path(self.ca_path)
-        #: connector uuid -> (certificate path, key path)
+        #: connector uuid -> (certificate path, key path), for the certificates issued here.
         self.client_certs: dict[str, tuple[str, str]] = {}
+        #: SHA-256 of the DER of an application's own certificate -> its connector uuid.
+        self.pinned: dict[bytes, str] = {}
+        self._pinned_pems: list[str] = []
         for i, connector in enumerate(connectors):
             uuid = connector.connector_uuid
+            if connector.client_cert is not None:
+                pem = _first_certificate(connector.client_cert)
+                self.pinned[hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).digest()] = uuid
+                self._pinned_pems.append(pem)
+                continue
             cert = ca.issue_cert(f"connector-{i}.connectors.sandbox.invalid", common_name=uuid)
             suffix = "" if i == 0 else f"-{i}"
             cert_path = os.path.join(self._tmp.name, f"client-cert{suffix}.pem")
@@ -145,11 +157,29 @@ class TlsFiles:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._server.configure_cert(context)
         self._ca.configure_trust(context)
+        if self._pinned_pems:
+            context.load_verify_locations(cadata="\n".join(self._pinned_pems))
+            context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         context.verify_mode = ssl.CERT_OPTIONAL  # API-key clients need no certificate
         return context
 
     def cleanup(self) -> None:
         self._tmp.cleanup()
+
+
+def _first_certificate(path: str) -> str:
+    """The first PEM certificate in ``path``; ``ValueError`` naming the file if there is none."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ValueError(f"client certificate {path!r} cannot be read: {exc.strerror}") from None
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    start = text.find(begin)
+    stop = text.find(end, start)
+    if start < 0 or stop < 0:
+        raise ValueError(f"client certificate {path!r} holds no PEM certificate")
+    return text[start : stop + len(end)] + "\n"
 
 
 def default_connection_limit() -> int:
@@ -244,6 +274,8 @@ class FrontDoor:
         self.slots = _Slots(self.limits.max_connections or default_connection_limit())
         #: The upgrades decided so far (the last :data:`MAX_UPGRADES_KEPT`).
         self.upgrades: deque[Upgrade] = deque(maxlen=MAX_UPGRADES_KEPT)
+        #: An application's own client certificates (SHA-256 of the DER) -> connector uuid.
+        self._pinned: dict[bytes, str] = {}
 
     async def listen(
         self, host: str, port: int, tls_files: TlsFiles | None
@@ -253,6 +285,7 @@ class FrontDoor:
         sockname = listener.extra(anyio.abc.SocketAttribute.local_address)
         bound = int(sockname[1])
         if tls_files is not None:
+            self._pinned = dict(tls_files.pinned)
             listener = _QuietTLSListener(
                 listener, tls_files.server_context(), standard_compatible=False
             )
@@ -455,6 +488,11 @@ class FrontDoor:
                 if secrets.compare_digest(c.api_key, key or "") and c.connector_uuid == uuid:
                     return c
             return None
+        der: bytes | None = stream.extra(TLSAttribute.peer_certificate_binary, None)
+        if der and self._pinned:
+            pinned = self._pinned.get(hashlib.sha256(der).digest())
+            if pinned is not None:
+                return next(c for c in self._connectors if c.connector_uuid == pinned)
         cert: dict[str, Any] | None = stream.extra(TLSAttribute.peer_certificate, None)
         if cert:
             rdns: tuple[tuple[tuple[str, str], ...], ...] = cert.get("subject", ())

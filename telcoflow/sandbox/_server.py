@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import attrs
 
 from .._net import ConnectionClosed
 from ._call import SimCall
@@ -51,7 +52,7 @@ def _numbered(connectors: list[Connector]) -> list[Connector]:
             while number in used:
                 number = f"+659{int(number[4:]) + 1:07d}"
             used.add(number)
-            c = Connector(c.api_key, c.connector_uuid, number, c.org_uuid)
+            c = attrs.evolve(c, number=number)
         out.append(c)
     return out
 
@@ -64,7 +65,9 @@ class Sandbox:
     given); one connector never sees another's calls. ``tls=True`` serves ``wss://`` with a CA
     generated on start (``sb.ca_path``) and accepts client certificates issued by it
     (``sb.client_cert_path``/``sb.client_key_path`` for the first connector,
-    ``sb.client_certs`` for all) for production-mode (mutual TLS) clients. ``record=False``
+    ``sb.client_certs`` for all) for production-mode (mutual TLS) clients, and a connector's own
+    ``Connector(client_cert=...)`` (the application's certificate, whoever issued it: an
+    application runs against the sandbox unchanged). ``record=False``
     keeps no recordings (long or many calls). ``admin_token``, required for any address other
     than loopback, guards the HTTP API (``Authorization: Bearer <token>``): without it anyone
     who reaches the port can read every connector's credentials and hang up, record or fault
@@ -108,6 +111,11 @@ class Sandbox:
         self.connectors = _numbered(
             connectors or [Connector(DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID)]
         )
+        for c in self.connectors:
+            if c.client_cert is not None and not tls:
+                raise ValueError(
+                    f"connector {c.connector_uuid}: a client_cert needs tls=True (mutual TLS)"
+                )
         if len({c.connector_uuid for c in self.connectors}) != len(self.connectors):
             raise ValueError("connector uuids must be unique")
         self._faults = FaultInjector()
@@ -145,7 +153,7 @@ class Sandbox:
         self._stack: AsyncExitStack | None = None
         self._tls_files: TlsFiles | None = None
         self.ca_path: str | None = None
-        self.client_cert_path: str | None = None
+        self.client_cert_path: str | None = None  # (no key for an application's own)
         self.client_key_path: str | None = None
         #: connector uuid -> (client certificate path, key path), with ``tls=True``.
         self.client_certs: dict[str, tuple[str, str]] = {}
@@ -225,9 +233,13 @@ class Sandbox:
                 stack.callback(files.cleanup)
                 self.ca_path = files.ca_path
                 self.client_certs = dict(files.client_certs)
-                self.client_cert_path, self.client_key_path = files.client_certs[
-                    self.connector_uuid
-                ]
+                first = self.connectors[0]
+                if first.client_cert is not None:  # the application's own: no key here
+                    self.client_cert_path, self.client_key_path = first.client_cert, None
+                else:
+                    self.client_cert_path, self.client_key_path = files.client_certs[
+                        first.connector_uuid
+                    ]
             listener, self.port = await self._front.listen(self.host, self.port, self._tls_files)
             stack.push_async_callback(_close_listener, listener)
             tg = await stack.enter_async_context(anyio.create_task_group())

@@ -118,6 +118,10 @@ class Connector:
     connector_uuid: str
     number: str = "+6590000002"
     org_uuid: str = attrs.field(factory=lambda: str(uuid.uuid4()))
+    #: A PEM certificate of the application's own (its production ``cert_path``): with
+    #: ``tls=True`` a mutual-TLS client presenting exactly this certificate is this connector,
+    #: whoever issued it. Without it, the sandbox issues the connector a certificate.
+    client_cert: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -435,7 +439,7 @@ class Switchboard:
         session = self._by_call.get(call.call_id)
         if session is None:
             return {"session_id": None, "bound_to": None, "offers": 0}
-        bound = session.bound.sm_ws_id if session.bound is not None and session.open else None
+        bound = session.bound.sm_ws_id if session.bound is not None else None
         return {"session_id": session.id, "bound_to": bound, "offers": session.offers}
 
     # --- notifications ---------------------------------------------------------------------------
@@ -502,7 +506,7 @@ class Switchboard:
 
     def _unbind(self, session: SimSession, why: str) -> None:
         """Nobody holds ``session`` any more: notify it again, unless it is over or has media."""
-        if not session.open:
+        if not session.open or session.call.ended:
             return
         session.bound = None
         session.readied = False
