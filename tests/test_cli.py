@@ -124,3 +124,22 @@ def test_sandbox_serve_refuses_a_malformed_connector(capsys: pytest.CaptureFixtu
         main(["sandbox", "serve", "--connector", "no-colon-here"])
     assert info.value.code == 2
     assert "API_KEY:CONNECTOR_UUID" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sandbox", "serve", "--port", "99999"],
+        ["sandbox", "serve", "--port", "http"],
+        ["run", "agent:answer", "--http-port", "70000"],
+    ],
+)
+def test_a_port_out_of_range_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "a port is 0..65535" in err
+    assert "Traceback" not in err

@@ -81,7 +81,9 @@ def _place(cli: Cli, *args: str) -> str:
 def _calls(cli: Cli) -> dict[str, dict[str, Any]]:
     code, out, _ = cli("calls", "--json")
     assert code == 0
-    return {c["call_id"]: c for c in json.loads(out)}
+    listed = json.loads(out)
+    assert set(listed) == {"calls"}, "the shape of GET /sandbox/calls"
+    return {c["call_id"]: c for c in listed["calls"]}
 
 
 def _closed_port() -> int:
@@ -162,7 +164,21 @@ def test_the_url_comes_from_the_environment(
 ) -> None:
     monkeypatch.setenv(URL_ENV, url.replace("http://", "ws://"))  # as `serve` prints it
     assert main(["sandbox", "calls", "--json"]) == 0
-    assert isinstance(json.loads(capsys.readouterr().out), list)
+    assert isinstance(json.loads(capsys.readouterr().out)["calls"], list)
+
+
+def test_the_application_s_base_url_points_the_cli_at_the_same_sandbox(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One ``export TELCOFLOW_BASE_URL=ws://...`` (what ``serve`` says to set) serves both the
+    application and the CLI; ``TELCOFLOW_SANDBOX_URL`` wins when both are set."""
+    monkeypatch.delenv(URL_ENV, raising=False)
+    monkeypatch.setenv("TELCOFLOW_BASE_URL", url.replace("http://", "ws://"))
+    assert main(["sandbox", "calls", "--json"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out)["calls"], list)
+    monkeypatch.setenv(URL_ENV, f"http://127.0.0.1:{_closed_port()}")
+    assert main(["sandbox", "calls"]) == 2
+    assert "cannot reach the sandbox" in capsys.readouterr().err
 
 
 # --- follow ---------------------------------------------------------------------------------------
@@ -235,6 +251,20 @@ def test_caller_hangup(cli: Cli) -> None:
     code, out, err = cli("hangup", call_id)
     assert (code, err) == (0, "")
     assert out.strip() == f"caller hung up call {call_id}: DISCONNECTED (caller_hangup)"
+    # Again: the call is over; nobody hung up, and the exit code says so.
+    code, out, err = cli("hangup", call_id)
+    assert (code, out) == (1, "")
+    assert err == f"telcoflow: call {call_id} has already ended (caller_hangup); nobody hung up\n"
+    code, out, err = cli("hangup", call_id, "--json")
+    assert (code, err) == (1, "")
+    assert json.loads(out) == {
+        "error": f"call {call_id} has already ended (caller_hangup); nobody hung up",
+        "exit_code": 1,
+    }
+
+
+def test_hangup_with_json_prints_the_ended_call(cli: Cli) -> None:
+    call_id = _place(cli)
     code, out, _ = cli("hangup", call_id, "--json")
     assert code == 0
     assert json.loads(out)["state"] == "DISCONNECTED"
@@ -340,6 +370,9 @@ def test_an_unknown_call(cli: Cli, args: tuple[str, ...]) -> None:
     code, out, err = cli(*args)
     assert (code, out) == (1, "")
     assert err == "telcoflow: no call 'call-nope'\n"
+    code, out, err = cli(*args, "--json")  # under --json the error is JSON too, on stdout
+    assert (code, err) == (1, "")
+    assert json.loads(out) == {"error": "no call 'call-nope'", "exit_code": 1}
 
 
 def test_a_tone_the_sandbox_refuses(cli: Cli) -> None:

@@ -29,6 +29,11 @@ __all__ = ["DEFAULT_URL", "URL_ENV", "CliError", "SandboxApi", "add_commands"]
 #: Where the client subcommands look for the sandbox: ``--url``, else this variable, else the
 #: address ``telcoflow sandbox serve`` listens on by default.
 URL_ENV = "TELCOFLOW_SANDBOX_URL"
+#: An application's variable for the same server (``ws://...``, as ``serve`` prints it): used
+#: when ``TELCOFLOW_SANDBOX_URL`` is not set, so one ``export`` points both at the sandbox.
+BASE_URL_ENV = "TELCOFLOW_BASE_URL"
+#: The CA of a TLS sandbox, as applications take it.
+CA_ENV = "TELCOFLOW_CA_PATH"
 #: The admin token of a sandbox that requires one for its HTTP API (``serve --admin-token``).
 TOKEN_ENV = "TELCOFLOW_SANDBOX_TOKEN"
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -408,7 +413,7 @@ def _calls(api: SandboxApi, args: argparse.Namespace) -> int:
     if not isinstance(calls, list):
         raise CliError(f"the server at {api.url} did not list calls; is it a telcoflow sandbox?")
     if args.json:
-        _print_json(calls)
+        _print_json({"calls": calls})  # as the HTTP API has it
     elif not calls:
         print("no calls")
     else:
@@ -418,6 +423,11 @@ def _calls(api: SandboxApi, args: argparse.Namespace) -> int:
 
 def _hangup(api: SandboxApi, args: argparse.Namespace) -> int:
     call_id = _segment(args.call_id)
+    before = api.call(args.call_id)
+    if before.get("ended_reason") is not None or before.get("state") == "DISCONNECTED":
+        raise CliError(
+            f"call {args.call_id} has already ended ({before.get('ended_reason')}); nobody hung up"
+        )
     if args.callee:
         call = api.json("POST", f"/sandbox/calls/{call_id}/callee/hangup")
     else:
@@ -475,7 +485,11 @@ def _runner(command: Command) -> Callable[[argparse.Namespace], int]:
             with SandboxApi(args.url, args.ca, args.token) as api:
                 return command(api, args)
         except CliError as exc:
-            print(f"telcoflow: {exc.message}", file=sys.stderr)
+            if getattr(args, "json", False):
+                # Under --json, stdout is JSON whatever happens (the HTTP API's error shape).
+                _print_json({"error": exc.message, "exit_code": exc.exit_code})
+            else:
+                print(f"telcoflow: {exc.message}", file=sys.stderr)
             return exc.exit_code
 
     return run
@@ -486,10 +500,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--url",
-        default=os.environ.get(URL_ENV) or DEFAULT_URL,
-        help=f"the sandbox's address (default: ${URL_ENV}, else {DEFAULT_URL})",
+        default=os.environ.get(URL_ENV) or os.environ.get(BASE_URL_ENV) or DEFAULT_URL,
+        help=f"the sandbox's address (default: ${URL_ENV}, else ${BASE_URL_ENV}, else "
+        f"{DEFAULT_URL})",
     )
-    common.add_argument("--ca", metavar="FILE", help="CA to trust for an https:// sandbox")
+    common.add_argument(
+        "--ca",
+        metavar="FILE",
+        default=os.environ.get(CA_ENV) or None,
+        help=f"CA to trust for an https:// sandbox (default: ${CA_ENV})",
+    )
     common.add_argument(
         "--token",
         default=os.environ.get(TOKEN_ENV),
