@@ -3,7 +3,7 @@
 Call audio is raw PCM16 little-endian mono at 8000, 16000 or 24000 Hz in 20 ms frames. The
 pure helpers here (WAV, tones, silence, checks, framing, levels) need only the standard library.
 Resampling (:class:`Resampler`, :func:`resample`, via soxr) and the G.711 codecs (via numpy)
-need the optional extra ``pip install "telcoflow[audio]"``; they import it when first used and
+need the optional extra ``pip install "telcoflow-anyio[audio]"``; they import it when first used and
 raise an :class:`ImportError` that says so if it is missing, so the core SDK stays light.
 """
 
@@ -60,7 +60,7 @@ TONE_AMPLITUDE = _audio.TONE_AMPLITUDE
 #: soxr quality presets, fastest and lowest-latency first.
 Quality: TypeAlias = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
 
-_EXTRA_HINT = 'pip install "telcoflow[audio]"'
+_EXTRA_HINT = 'pip install "telcoflow-anyio[audio]"'
 
 
 # -- checks -----------------------------------------------------------------------------------

@@ -346,7 +346,7 @@ def test_g711_matches_cpython_audioop() -> None:
 
 # -- the optional extra -----------------------------------------------------------------------
 
-HINT = 'pip install "telcoflow[audio]"'
+HINT = 'pip install "telcoflow-anyio[audio]"'
 
 
 def test_missing_numpy_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -123,3 +123,36 @@ def test_an_agent_that_raises_fails_its_test_with_the_traceback(
         ]
     )
     assert "1 / 0" in result.stdout.str(), "the agent's own line is in the traceback"
+
+
+README_TEST = """
+import anyio
+import pytest
+import sniffio
+
+from telcoflow import events
+
+pytestmark = pytest.mark.anyio  # the README's advice: no anyio_backend fixture of our own
+
+
+async def agent(call):
+    await call.answer()
+    await call.close()
+
+
+async def test_runs_on_each_backend(telcoflow_client, place_call):
+    telcoflow_client.on(events.INCOMING_CALL, agent)
+    sim = await place_call()
+    with anyio.fail_after(10):
+        await sim.wait_ended()
+    print("backend:", sniffio.current_async_library())
+"""
+
+
+def test_the_readme_s_backend_advice_holds(pytester: pytest.Pytester) -> None:
+    """README, "Testing your agent": with anyio 4's plugin a marked test runs on every
+    installed backend, asyncio and trio (a dependency), with no fixture of the user's."""
+    pytester.makepyfile(test_user_agent=README_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-v", "-s")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines_random(["*backend: asyncio*", "*backend: trio*"])

@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             import trio  # noqa: F401
         except ImportError:
-            hint = 'pip install "telcoflow[trio]"'
+            hint = "pip install trio"
             print(f"telcoflow: trio is not installed; {hint}", file=sys.stderr)
             return 2
     if args.command != "run":  # run configures its own (text or JSON, with call ids)
