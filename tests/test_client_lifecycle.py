@@ -725,3 +725,47 @@ async def test_the_readme_echo_loop_ends_quietly_when_the_caller_hangs_up(
     loud = [r for r in caplog.records if r.levelno > logging.INFO]
     assert loud == [], [r.getMessage() for r in loud]
     assert client.handler_errors == []
+
+
+async def test_the_application_s_exception_wins_over_an_internal_failure(
+    make_config: MakeConfig,
+) -> None:
+    """The application raises inside ``async with`` while one of the client's own tasks fails
+    (an internal bug, injected into its task group): the application's exception is what
+    leaves the block, the internal one kept as its context, not the other way round."""
+    client = TelcoflowClient(make_config())
+    failing = anyio.Event()
+
+    async def internal_bug() -> None:
+        failing.set()
+        raise RuntimeError("internal bug")
+
+    async def application() -> None:
+        async with client:
+            assert client._tg is not None
+            client._tg.start_soon(internal_bug)
+            with anyio.CancelScope(shield=True), anyio.fail_after(WAIT):
+                await failing.wait()
+            raise ValueError("the application's")
+
+    with pytest.raises(ValueError, match="the application's") as info:
+        await application()
+    assert isinstance(info.value.__context__, RuntimeError)
+    assert str(info.value.__context__) == "internal bug"
+
+
+async def test_an_internal_failure_alone_is_raised(make_config: MakeConfig) -> None:
+    client = TelcoflowClient(make_config())
+
+    async def internal_bug() -> None:
+        raise RuntimeError("internal bug")
+
+    async def application() -> None:
+        async with client:
+            assert client._tg is not None
+            client._tg.start_soon(internal_bug)
+            with anyio.fail_after(WAIT):
+                await anyio.sleep_forever()  # cancelled by the failure
+
+    with pytest.raises(RuntimeError, match="internal bug"):
+        await application()
