@@ -1,6 +1,8 @@
-"""Opening the TCP (and TLS) byte stream under a WebSocket, and a lean stream for asyncio.
+"""Opening the TCP (and TLS) byte stream under a WebSocket, and lean streams for each backend.
 
-Under trio, anyio's socket stream is trio's socket, and it is used as is. Under asyncio, anyio's
+Under trio, :class:`TrioStream` wraps anyio's socket stream and tries each read and write on the
+raw socket first: trio's socket methods add a cancellation check and a scheduling round trip to
+every system call, and only a call that has to wait goes through trio. Under asyncio, anyio's
 stream pauses the transport's reading whenever no ``receive`` is waiting and resumes it for the
 next one (two ``epoll_ctl`` system calls per read), and its writes wait for the kernel to take
 every byte, which costs a round trip through the event loop per send. A media connection reads

@@ -1,4 +1,4 @@
-"""TLS contexts for the client (server verification, mutual TLS) and the sandbox server.
+"""The client's TLS context (server verification, mutual TLS) and checks of its files.
 
 A certificate, key or CA file that cannot be used is reported naming the file (by its
 configuration field) and the cause, when the configuration is made: OpenSSL's own messages

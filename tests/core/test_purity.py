@@ -127,3 +127,42 @@ def test_core_imports_and_runs_with_io_libraries_blocked() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "pure"
+
+
+def _package_imports(path: Path) -> set[str]:
+    """The ``telcoflow`` modules ``path`` imports (relative imports resolved), at any depth."""
+    import ast
+
+    module = "telcoflow." + ".".join(path.relative_to(PACKAGE_DIR).with_suffix("").parts)
+    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                target = node.module or ""
+            if target.startswith("telcoflow"):
+                found.add(target)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("telcoflow")}
+    return found
+
+
+def test_the_connection_layer_imports_only_the_core() -> None:
+    """The rings point inward: ``_net`` may use ``_core`` (and itself), never a facade, the
+    sandbox or the runner, so that the client and the sandbox can share it."""
+    offenders = {}
+    for path in sorted((PACKAGE_DIR / "_net").glob("*.py")):
+        outside = {
+            m
+            for m in _package_imports(path)
+            if not m.startswith(("telcoflow._net", "telcoflow._core"))
+        }
+        if outside:
+            offenders[path.name] = sorted(outside)
+    assert offenders == {}
+    # The check sees imports at all: _link uses the core.
+    assert "telcoflow._core" in _package_imports(PACKAGE_DIR / "_net" / "_link.py")
