@@ -7,6 +7,10 @@ import nox
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
+#: What ``nox -s bench`` compares: ours on each backend (uvloop's loop as a row of its own), the
+#: official SDK, and the floor.
+BENCH_KINDS = ("ours-asyncio", "ours-trio", "ours-uvloop", "official", "baseline")
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
@@ -51,13 +55,13 @@ def bench(session: nox.Session) -> None:
     """
     import pathlib
 
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test]", "uvloop")  # uvloop: the ours-uvloop row
     official = pathlib.Path(session.virtualenv.location).parent / "official-sdk"
     python = official / "bin" / "python"
     if not python.exists():
         session.run("python", "-m", "venv", str(official))
     session.run(str(python), "-m", "pip", "install", "-q", "telcoflow==1.0.0", external=True)
-    args = session.posargs or ["--readme"]
+    args = session.posargs or ["--readme", "--kinds", ",".join(BENCH_KINDS)]
     session.run("python", "benchmarks/bench.py", "--official-python", str(python), *args)
 
 

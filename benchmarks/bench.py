@@ -5,15 +5,19 @@ For each workload N and each client kind, a fresh sandbox runs in a process of i
 N calls through the sandbox's HTTP API (the caller speaks a 440 Hz tone), waits until the client
 has answered them all, lets them settle, then measures a window of D seconds:
 
-- the client's CPU time (user + system, all threads, from ``/proc``) per call-minute, and its
-  share of one core; its peak RSS (``VmHWM``);
+- the client's CPU time (all threads, from ``/proc``) per call-minute, in all and split into
+  user space (Python: what the SDK's code costs) and the kernel (system calls: per-frame
+  ``recv``/``send``/``epoll_wait``, much the same for every client), the user time per echoed
+  frame, and its share of one core; its peak RSS (``VmHWM``);
 - the sandbox's own CPU share: near 100 % it is the bottleneck, and the workload says nothing
   about the client (the sandbox is one Python process, the machine may have few cores);
 - from the sandbox's per-call statistics: underrun milliseconds and excess bytes during the
   window (differences of its counters), and echo latency p50/p99 (the median over calls of each
   call's own percentiles, over the whole call).
 
-Client kinds: ``ours-asyncio`` and ``ours-trio`` (this SDK, ``client_ours.py``), ``official``
+Client kinds: ``ours-asyncio`` and ``ours-trio`` (this SDK, ``client_ours.py``), ``ours-uvloop``
+(the same on asyncio with uvloop's event loop, anyio's ``use_uvloop``; a row of its own, never
+the asyncio figure; skipped when uvloop is not installed), ``official``
 (the official asyncio SDK from the package registry, ``client_official.py``, run with the Python
 of its own virtual environment, ``--official-python``) and ``baseline`` (bare asyncio + wsproto,
 ``client_baseline.py``: the floor). Once a kind clearly falls behind at some N (underruns above 1 %
@@ -31,6 +35,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -45,7 +50,9 @@ from pathlib import Path
 from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
-KINDS = ("ours-asyncio", "ours-trio", "official", "baseline")
+KINDS = ("ours-asyncio", "ours-trio", "ours-uvloop", "official", "baseline")
+#: What ``--kinds`` runs unless told: every kind but uvloop's, which needs an extra install.
+DEFAULT_KINDS = ("ours-asyncio", "ours-trio", "official", "baseline")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: Underruns above this share of the window's call time mean "clearly overloaded": skip larger N.
 OVERLOAD_SHARE = 0.01
@@ -110,9 +117,14 @@ class Proc:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds so far, all threads."""
+        user, system = self.cpu_split_s()
+        return user + system
+
+    def cpu_split_s(self) -> tuple[float, float]:
+        """(user, system) CPU seconds so far, all threads (``utime``, ``stime``)."""
         with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
     def memory_kib(self) -> dict[str, int]:
         """``VmRSS`` and ``VmHWM`` (peak RSS), in KiB."""
@@ -197,7 +209,8 @@ class Api:
 def client_argv(kind: str, args: argparse.Namespace, base_url: str) -> list[str]:
     common = ["--base-url", base_url, "--sample-rate", str(args.sample_rate)]
     if kind.startswith("ours-"):
-        argv = [sys.executable, "client_ours.py", "--backend", kind.removeprefix("ours-")]
+        backend = kind.removeprefix("ours-")
+        argv = [sys.executable, "client_ours.py", "--backend", backend]
         if args.cprofile:
             argv += ["--cprofile", str(Path(args.cprofile).resolve().with_suffix(f".{kind}.prof"))]
         return argv + common
@@ -262,10 +275,12 @@ def run_one(kind: str, n: int, args: argparse.Namespace, log_dir: Path) -> dict[
         before = {c["call_id"]: c["stats"] for c in api.calls(ids)}
         for proc in (client, sandbox):
             proc.window()  # start the lag and GC probes' window afresh
-        t0, client0, sandbox0 = time.monotonic(), client.cpu_s(), sandbox.cpu_s()
+        split0 = client.cpu_split_s()
+        t0, client0, sandbox0 = time.monotonic(), sum(split0), sandbox.cpu_s()
         machine0 = machine_busy_s()
         time.sleep(args.seconds)
-        t1, client1, sandbox1 = time.monotonic(), client.cpu_s(), sandbox.cpu_s()
+        split1 = client.cpu_split_s()
+        t1, client1, sandbox1 = time.monotonic(), sum(split1), sandbox.cpu_s()
         machine1 = machine_busy_s()
         result["client_probe"], result["sandbox_probe"] = client.window(), sandbox.window()
         client_mem, sandbox_mem = client.memory_kib(), sandbox.memory_kib()
@@ -288,6 +303,8 @@ def run_one(kind: str, n: int, args: argparse.Namespace, log_dir: Path) -> dict[
             client_cpu_s=round(client1 - client0, 2),
             client_cpu_pct=round(100 * (client1 - client0) / window, 1),
             cpu_s_per_call_min=round((client1 - client0) / (n * window / 60), 4),
+            user_s_per_call_min=round((split1[0] - split0[0]) / (n * window / 60), 4),
+            sys_s_per_call_min=round((split1[1] - split0[1]) / (n * window / 60), 4),
             client_peak_rss_mib=round(client_mem.get("VmHWM", 0) / 1024, 1),
             client_rss_mib=round(client_mem.get("VmRSS", 0) / 1024, 1),
             sandbox_cpu_pct=round(100 * (sandbox1 - sandbox0) / window, 1),
@@ -311,6 +328,7 @@ def run_one(kind: str, n: int, args: argparse.Namespace, log_dir: Path) -> dict[
             # under 100 % when calls went short of audio (a saturated sandbox sends less).
             echoed_pct=round(100 * echoed / (n * window * args.sample_rate * 2), 1),
             cpu_us_per_frame=round(1e6 * client_s / max(1, echoed / frame), 1),
+            user_us_per_frame=round(1e6 * (split1[0] - split0[0]) / max(1, echoed / frame), 1),
             protocol_errors=sum(c["stats"]["protocol_errors"] for c in after),
             echo_latency_ms=percentile_summary(after),
         )
@@ -389,7 +407,8 @@ def fmt(value: Any, spec: str = "") -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| client | N | CPU s / call-min | CPU us / frame | client CPU % | peak RSS MiB "
+        "| client | N | CPU s / call-min: all (user + sys) | user us / frame | client CPU % "
+        "| peak RSS MiB "
         "| underrun ms (calls): whole calls | in window | excess B | echo p50 / p99 ms "
         "| loop lag max ms: client / sandbox | GC max ms | sandbox CPU % | notes |"
     )
@@ -413,7 +432,8 @@ def table(results: list[dict[str, Any]]) -> str:
             notes.append(f"other programs used {r['other_load_pct']:.0f} % of a core")
         rows.append(
             f"| {r['kind']} | {r['n']} | {r['cpu_s_per_call_min']:.3f} "
-            f"| {r['cpu_us_per_frame']:.0f} | {r['client_cpu_pct']:.0f} "
+            f"({r['user_s_per_call_min']:.3f} + {r['sys_s_per_call_min']:.3f}) "
+            f"| {r['user_us_per_frame']:.0f} | {r['client_cpu_pct']:.0f} "
             f"| {r['client_peak_rss_mib']:.0f} "
             f"| {r['underrun_ms']} ({r['calls_with_underrun']}) "
             f"| {r['underrun_ms_window']} ({r['calls_with_underrun_window']}) "
@@ -481,7 +501,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", default="10,25,50,100,200,500", help="workloads (10,25,...,500)")
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window (20)")
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"({','.join(KINDS)})")
+    parser.add_argument("--kinds", default=",".join(DEFAULT_KINDS), help=f"({','.join(KINDS)})")
     parser.add_argument("--official-python", help="Python of the official SDK's environment")
     parser.add_argument("--ramp", type=float, default=10.0, help="calls placed per second (10)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before the window (3)")
@@ -536,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if kind in behind and not args.no_skip:
                 results.append({"kind": kind, "n": n, "skipped": f"behind at N={behind[kind]}"})
+                continue
+            if kind == "ours-uvloop" and importlib.util.find_spec("uvloop") is None:
+                results.append({"kind": kind, "n": n, "skipped": "uvloop is not installed"})
                 continue
             r = measure(kind, n, args, log_dir)
             results.append(r)

@@ -80,18 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default="sandbox-api-key")
     parser.add_argument("--connector-uuid", default="00000000-0000-4000-8000-000000000001")
     parser.add_argument("--sample-rate", type=int, default=24000)
-    parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--backend", choices=["asyncio", "trio", "uvloop"], default="asyncio")
     parser.add_argument("--cprofile", metavar="FILE", help="write cProfile stats here")
     args = parser.parse_args(argv)
     tally = Tally()
+    # uvloop is asyncio with another event loop: anyio's use_uvloop option.
+    backend = "asyncio" if args.backend == "uvloop" else args.backend
+    options = {"use_uvloop": True} if args.backend == "uvloop" else {}
     if args.cprofile:
         import cProfile
 
         profiler = cProfile.Profile()
-        profiler.runcall(anyio.run, run, args, tally, backend=args.backend)
+        profiler.runcall(anyio.run, run, args, tally, backend=backend, backend_options=options)
         profiler.dump_stats(args.cprofile)
     else:
-        anyio.run(run, args, tally, backend=args.backend)
+        anyio.run(run, args, tally, backend=backend, backend_options=options)
     print_done(f"{KIND}-{args.backend}", tally)
     return 0
 
