@@ -29,13 +29,18 @@ from .conftest import WAIT, CallInbox
 Result = tuple[int, str, str]
 #: Runs ``telcoflow sandbox COMMAND --url URL ARGS...``; returns (exit code, stdout, stderr).
 Cli = Callable[..., Result]
+#: A second connector of the module's sandbox (its number: +6591000001).
+OTHER_CONNECTOR = "bbbbbbbb-0000-4000-8000-0000000000bb"
 
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     """The HTTP address of a sandbox served from the command line for the whole module."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "telcoflow", "sandbox", "serve", "--port", "0"],
+        [
+            *(sys.executable, "-m", "telcoflow", "sandbox", "serve", "--port", "0"),
+            *("--connector", f"other-key:{OTHER_CONNECTOR}"),
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -134,6 +139,14 @@ def test_call_with_silence_and_a_declining_callee(cli: Cli) -> None:
     call_id = _place(cli, "--silence", "--callee-decline")
     assert _calls(cli)[call_id]["state"] == "PENDING"
     cli("hangup", call_id)
+
+
+def test_a_call_to_another_connector_rings_its_own_number(cli: Cli) -> None:
+    default = _place(cli, "--hangup-after", "0")
+    other = _place(cli, "--connector", OTHER_CONNECTOR, "--hangup-after", "0")
+    calls = _calls(cli)
+    assert calls[default]["to"] == "+6590000002"
+    assert calls[other]["to"] == "+6591000001", "not the default connector's number"
 
 
 def test_calls_as_a_table_and_as_json(cli: Cli) -> None:

@@ -353,7 +353,9 @@ def _callee(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _call(api: SandboxApi, args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"from": args.from_number, "to": args.to_number}
+    body: dict[str, Any] = {"from": args.from_number}
+    if args.to_number is not None:
+        body["to"] = args.to_number
     if (voice := _voice(args)) is not None:
         body["caller"] = voice
     if args.hangup_after is not None:
@@ -534,9 +536,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     call.add_argument(
         "--to",
         dest="to_number",
-        default="+6590000002",
         metavar="NUMBER",
-        help="the number called (%(default)s)",
+        help="the number called (default: the connector's own number)",
     )
     voice = call.add_mutually_exclusive_group()
     voice.add_argument("--tone", type=_hz, metavar="HZ", help="the caller says a tone (440 Hz)")
