@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from telcoflow import TelcoflowClient, TelcoflowClientConfig
-from telcoflow.sandbox import CallSpec, Limits, Retention, Sandbox, Voice, tone_pcm
+from telcoflow.sandbox import CalleeSpec, CallSpec, Limits, Retention, Sandbox, Voice, tone_pcm
 
 from .conftest import WAIT, CallInbox
 
@@ -140,6 +140,45 @@ async def test_wav_voices_are_converted_off_the_event_loop(
     with anyio.fail_after(WAIT):
         await sim.wait_for(lambda c: bool(threads))
     assert threads[0] is not threading.main_thread()
+
+
+async def test_an_ended_call_lets_go_of_its_wav_voices(
+    sandbox: Sandbox, inbox: CallInbox
+) -> None:
+    """Ended calls are kept for the HTTP API (up to a thousand): one that kept a five-minute
+    WAV voice and its conversion held 18 MB for good."""
+    voice = Voice.from_wav(wav_bytes(8000, 2.0))
+    sim = await sandbox.create_call(
+        CallSpec(caller=voice, callee=CalleeSpec(voice=Voice.from_wav(wav_bytes(16000, 1.0))))
+    )
+    call = await inbox.next()
+    await call.answer()
+    assert sim.spec.caller.wav is not None, "an answered call still speaks its voice"
+    await sim.hangup_caller()
+    assert sim.spec.caller.wav is None
+    assert sim.spec.callee.voice.wav is None
+    assert sim.to_json()["ended_reason"] == "caller_hangup"  # the record itself is kept
+
+
+async def test_a_large_call_body_is_parsed_off_the_event_loop(
+    sandbox: Sandbox, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WAV voice of minutes is megabytes of base64: JSON, base64 and the header took 20 ms
+    on the loop, felt by every call's 20 ms media tick."""
+    seen: list[threading.Thread] = []
+    parse = CallSpec.from_json.__func__  # type: ignore[attr-defined]
+
+    def recording_parse(cls: type[CallSpec], body: object) -> CallSpec:
+        seen.append(threading.current_thread())
+        return parse(cls, body)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(CallSpec, "from_json", classmethod(recording_parse))
+    small = await http.post("/sandbox/calls", json={})
+    wav = base64.b64encode(wav_bytes(8000, 10.0)).decode()
+    large = await http.post("/sandbox/calls", json={"caller": {"wav_base64": wav}})
+    assert (small.status_code, large.status_code) == (201, 201)
+    assert seen[0] is threading.main_thread(), "a small body is parsed where it is"
+    assert seen[1] is not threading.main_thread()
 
 
 # --- the front door: timeouts, limits, HTTP hygiene -----------------------------------------------

@@ -384,6 +384,12 @@ async def open_stream(
         raise
 
 
+#: Connections the kernel queues for a listener before refusing more.
+LISTEN_BACKLOG = 1024
+#: Connections asyncio accepts per readiness event (between two looks at the timers).
+ACCEPT_BATCH = 32
+
+
 class AsyncioListener(anyio.abc.Listener[AsyncioStream]):
     """A TCP listener whose connections are :class:`AsyncioStream` (the server side's)."""
 
@@ -399,9 +405,20 @@ class AsyncioListener(anyio.abc.Listener[AsyncioStream]):
         """Listen on ``host`` (one address) and ``port`` (0: any free port)."""
         loop = asyncio.get_running_loop()
         listener = cls(loop)
-        listener._server = await loop.create_server(
-            lambda: _Protocol(loop, listener._connected), host, port, backlog=1024
-        )
+        # asyncio accepts up to ``backlog`` connections in one go when the socket is readable,
+        # each a task run before the loop looks at its timers again: a burst of a thousand
+        # connections would hold every call's media tick for tens of milliseconds. So asyncio
+        # is given a small batch, and the kernel's queue is then made long again.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+        try:
+            listener._server = await loop.create_server(
+                lambda: _Protocol(loop, listener._connected), sock=sock, backlog=ACCEPT_BATCH
+            )
+            sock.listen(LISTEN_BACKLOG)  # asyncio set the batch as the kernel's queue too
+        except BaseException:
+            sock.close()
+            raise
         return listener
 
     def _connected(self, transport: asyncio.Transport, protocol: _Protocol) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import anyio
 import anyio.abc
 import anyio.to_thread
+import attrs
 
 from .._core import (
     CHANNEL_CALLEE,
@@ -346,6 +347,7 @@ class SimCall:
         self.ended_reason = reason
         self.agent_mode = None
         agent, self.agent = self.agent, None
+        self._release_voices()
         self._ended.set()
         self._notify()
         with anyio.CancelScope(shield=True):
@@ -354,6 +356,20 @@ class SimCall:
             await self._host.call_ended(self)
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
+
+    def _release_voices(self) -> None:
+        """An ended call speaks no more: let go of its parties' WAV audio (a five-minute WAV
+        is megabytes, and ended calls are kept for the HTTP API) and of their sources."""
+        self._caller = self._callee = Silence()
+        spec = self.spec
+        if spec.caller.wav is not None or spec.callee.voice.wav is not None:
+            self.spec = attrs.evolve(
+                spec,
+                caller=Voice.silence() if spec.caller.wav is not None else spec.caller,
+                callee=attrs.evolve(spec.callee, voice=Voice.silence())
+                if spec.callee.voice.wav is not None
+                else spec.callee,
+            )
 
     async def hangup_caller(self) -> None:
         """The caller hangs up: the whole call ends."""

@@ -625,4 +625,8 @@ async def _send_response(
         data = conn.send(h11.Data(data=chunk))
         if data:
             await stream.send(data)
+        # A send the transport takes at once does not yield; a hundred downloads started
+        # together would then copy their recordings in one turn of the loop, ahead of every
+        # call's media tick. One chunk per download per turn.
+        await anyio.lowlevel.checkpoint()
     await stream.send(conn.send(h11.EndOfMessage()) or b"")
