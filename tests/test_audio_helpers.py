@@ -364,9 +364,9 @@ def test_missing_numpy_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -
 
 def test_missing_soxr_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "soxr", None)
-    with pytest.raises(ImportError, match=r"Resampler needs soxr.*telcoflow\[audio\]"):
+    with pytest.raises(ImportError, match=r"Resampler needs soxr.*telcoflow-anyio\[audio\]"):
         audio.Resampler(24000, 16000)
-    with pytest.raises(ImportError, match=r"resample needs soxr.*telcoflow\[audio\]"):
+    with pytest.raises(ImportError, match=r"resample needs soxr.*telcoflow-anyio\[audio\]"):
         audio.resample(bytes(4), 24000, 24000)
     assert audio.ulaw_encode(bytes(2)) == b"\xff"  # G.711 needs numpy only
 

@@ -142,9 +142,7 @@ async def test_wav_voices_are_converted_off_the_event_loop(
     assert threads[0] is not threading.main_thread()
 
 
-async def test_an_ended_call_lets_go_of_its_wav_voices(
-    sandbox: Sandbox, inbox: CallInbox
-) -> None:
+async def test_an_ended_call_lets_go_of_its_wav_voices(sandbox: Sandbox, inbox: CallInbox) -> None:
     """Ended calls are kept for the HTTP API (up to a thousand): one that kept a five-minute
     WAV voice and its conversion held 18 MB for good."""
     voice = Voice.from_wav(wav_bytes(8000, 2.0))
