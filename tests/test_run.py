@@ -38,6 +38,16 @@ AGENT = textwrap.dedent(
 
     async def crash(call):
         raise RuntimeError("the agent is broken")
+
+
+    async def which(call):
+        import logging
+
+        import sniffio
+
+        logging.getLogger("agent").warning("running on %s", sniffio.current_async_library())
+        await call.answer()
+        await call.close()
     """
 )
 
@@ -94,7 +104,11 @@ class Proc:
 
 @asynccontextmanager
 async def telcoflow_run(
-    sandbox: Sandbox, agent_dir: Path, *args: str, target: str = "agent:answer"
+    sandbox: Sandbox,
+    agent_dir: Path,
+    *args: str,
+    target: str = "agent:answer",
+    before: Sequence[str] = (),
 ) -> AsyncIterator[Proc]:
     env = {
         **os.environ,
@@ -102,7 +116,7 @@ async def telcoflow_run(
         "TELCOFLOW_API_KEY": sandbox.api_key,
         "TELCOFLOW_CONNECTOR_UUID": sandbox.connector_uuid,
     }
-    command: Sequence[str] = [sys.executable, "-m", "telcoflow", "run", target, *args]
+    command = [sys.executable, "-m", "telcoflow", *before, "run", target, *args]
     process = await anyio.open_process(command, cwd=agent_dir, env=env, stdout=None)
     proc = Proc(process)
     async with anyio.create_task_group() as tg:
@@ -319,3 +333,23 @@ async def test_no_credentials_says_which_variables(agent_dir: Path) -> None:
     assert result.returncode == 2
     assert b"TELCOFLOW_API_KEY" in result.stderr
     assert b"--sandbox" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["after", "before"])
+async def test_the_backend_option_runs_the_agent_on_trio(
+    sandbox: Sandbox, agent_dir: Path, where: str
+) -> None:
+    """``telcoflow run agent:x --backend trio`` and ``telcoflow --backend trio run agent:x``."""
+    option = ("--backend", "trio")
+    after, before = (option, ()) if where == "after" else ((), option)
+    async with telcoflow_run(
+        sandbox, agent_dir, *after, target="agent:which", before=before
+    ) as run:
+        with anyio.fail_after(START):
+            await sandbox.wait_for(lambda: len(sandbox.control_sessions()) == 1)
+        sim = await sandbox.create_call()
+        await run.wait_line(r"running on trio")
+        with anyio.fail_after(WAIT):
+            assert await sim.wait_ended() == "agent_close"
+        run.signal(signal.SIGTERM)
+        assert await run.exit_code() == 0

@@ -73,6 +73,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--http-port", type=_port, help="serve /healthz, /readyz and /metrics on this port"
     )
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default=argparse.SUPPRESS,  # else the global option's (telcoflow --backend trio run ...)
+        help="async backend to run the agent on (asyncio)",
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="(info; -v: debug)"
