@@ -361,3 +361,24 @@ async def test_the_backend_option_runs_the_agent_on_trio(
             assert await sim.wait_ended() == "agent_close"
         run.signal(signal.SIGTERM)
         assert await run.exit_code() == 0
+
+
+async def test_workers_of_a_killed_supervisor_drain_and_exit(
+    sandbox: Sandbox, agent_dir: Path
+) -> None:
+    """SIGKILL of the supervisor (the OOM killer, a hard stop) used to leave its workers
+    running for good, orphans reconnecting to a service nobody stopped them from. They notice
+    their new parent, drain (a call in hand finishes) and exit."""
+    async with telcoflow_run(sandbox, agent_dir, "--workers", "2") as run:
+        with anyio.fail_after(START):
+            await sandbox.wait_for(lambda: len(sandbox.control_sessions()) == 2)
+        sim = (await _calls(sandbox, 1))[0]
+        with anyio.fail_after(WAIT):
+            await sim.wait_state("ANSWERED")
+        run.signal(signal.SIGKILL)
+        assert await run.exit_code() == -signal.SIGKILL
+        await run.wait_line(r"the supervisor \(pid \d+\) is gone: draining", count=2)
+        assert sim.state.value == "ANSWERED", "its call goes on while the worker drains"
+        await sim.hangup_caller()
+        with anyio.fail_after(WAIT):
+            await sandbox.wait_for(lambda: not sandbox.control_sessions())  # both left

@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         http_host=args.http_host,
         http_port=args.http_port if args.workers == 1 else None,
         status_file=args.worker_status,
+        supervisor_pid=os.getppid() if args.worker_status else None,
         watchdog=not args.no_watchdog,
     )
     if args.workers == 1 and not args.sandbox:

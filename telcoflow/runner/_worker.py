@@ -49,6 +49,10 @@ class AgentOptions:
     http_port: int | None = None
     #: Under a supervisor: where this worker writes its state, for the supervisor's probes.
     status_file: str | None = None
+    #: Under a supervisor: its pid. Should it die without stopping this worker (SIGKILL, the
+    #: OOM killer), the worker notices it has a new parent and drains, rather than live on
+    #: as an orphan nobody stops.
+    supervisor_pid: int | None = None
     watchdog: bool = True
     #: Called with the health server's port once it listens (for tests and the CLI).
     on_listening: Callable[[int], None] | None = None
@@ -68,13 +72,27 @@ def _write_status(path: str, client: TelcoflowClient) -> None:
     os.replace(tmp, path)
 
 
-async def _keep_up(client: TelcoflowClient, metrics: AgentMetrics, options: AgentOptions) -> None:
+async def _keep_up(
+    client: TelcoflowClient,
+    metrics: AgentMetrics,
+    options: AgentOptions,
+    tg: anyio.abc.TaskGroup,
+) -> None:
+    orphaned = False
     while True:
         before = anyio.current_time()
         await anyio.sleep(LAG_PROBE_S)
         metrics.loop_lag.observe(max(0.0, anyio.current_time() - before - LAG_PROBE_S))
         metrics.sync(client)
-        if options.status_file is not None:
+        supervisor = options.supervisor_pid
+        if supervisor is not None and not orphaned and os.getppid() != supervisor:
+            orphaned = True
+            logger.warning(
+                "the supervisor (pid %d) is gone: draining, then this worker exits", supervisor
+            )
+            if not client.draining:
+                tg.start_soon(client.drain, options.drain_timeout)
+        if options.status_file is not None and not orphaned:
             _write_status(options.status_file, client)
 
 
@@ -135,7 +153,7 @@ async def serve_agent(
             return True, f"ready; {len(client.calls)} calls"
 
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_keep_up, client, metrics, options)
+            tg.start_soon(_keep_up, client, metrics, options, tg)
             tg.start_soon(_on_signals, client, options, tg)
             if options.watchdog:
                 tg.start_soon(Watchdog().run)
