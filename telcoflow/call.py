@@ -385,6 +385,19 @@ class ActiveCall:
         while self._termination_reason is None and (self._out or self.playout_pending_bytes):
             await self._progress.wait()
 
+    async def wait_played_bytes(self, n: int) -> bool:
+        """Wait until :attr:`played_bytes` reaches ``n``; False if the call ended first.
+
+        What a bridge times "first audio heard" by: the position of a sentence's first byte
+        is ``played_bytes + get_send_audio_buffer_size() + playout_pending_bytes`` when it is
+        queued, and it has been heard once ``played_bytes`` passes that.
+        """
+        while self.played_bytes < n:
+            if self._termination_reason is not None:
+                return False
+            await self._progress.wait()
+        return True
+
     # --- events ----------------------------------------------------------------------------------
 
     def on(self, event: str, handler: Callable[..., Any] | None = None) -> Any:

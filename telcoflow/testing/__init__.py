@@ -11,10 +11,10 @@ from types import TracebackType
 
 import anyio
 
-from . import events
-from .call import ActiveCall
-from .client import TelcoflowClient
-from .sandbox import SimCall, read_wav, rms, tone_level
+from .. import events
+from ..call import ActiveCall
+from ..client import TelcoflowClient
+from ..sandbox import SimCall, read_wav, rms, tone_level
 
 __all__ = [
     "CallInbox",
