@@ -237,6 +237,16 @@ class SimCall:
             return bytes(frame_bytes_for(DEFAULT_RATE) * self._ticks_before_rate)
         return bytes(self.recordings[party])
 
+    def timeline_s(self) -> float | None:
+        """Where the call is now on its recordings' timeline (seconds since it was placed), so
+        a command can be lined up with what the parties heard; None when not recording."""
+        if not self._record or self.recordings_discarded:
+            return None
+        self._settle_quiet()
+        if self.sample_rate is None:
+            return self._ticks_before_rate * TICK_S
+        return len(self.recordings["caller"]) / (2 * self.sample_rate)
+
     def recording_wav(self, party: str) -> bytes:
         """What ``party`` heard, as a WAV file."""
         return write_wav(self.recording(party), self.sample_rate or DEFAULT_RATE)
@@ -449,7 +459,12 @@ class SimCall:
     async def handle_command(self, agent: AgentMedia, req: CommandRequest) -> None:
         """Carry out one of the agent's commands and send its one response (now, or after the
         delay of a ``delay_command`` fault)."""
-        entry: dict[str, Any] = {"command": req.command, "success": None, "error_code": None}
+        entry: dict[str, Any] = {
+            "command": req.command,
+            "success": None,
+            "error_code": None,
+            "at_s": self.timeline_s(),
+        }
         self.commands.append(entry)
         if len(self.commands) > MAX_COMMANDS_KEPT:
             del self.commands[: len(self.commands) - MAX_COMMANDS_KEPT]

@@ -99,6 +99,8 @@ async def test_barge_in_stops_the_answer_and_the_next_is_heard_whole(
     # One interrupt, sent once; the model was told what was heard, never more than generated.
     sent = [c["command"] for c in sim.commands]
     assert sent.count("agent.interrupt") == 1, sent
+    interrupt_at = next(c["at_s"] for c in sim.commands if c["command"] == "agent.interrupt")
+    assert barge_in <= interrupt_at <= barge_in + 0.35, (interrupt_at, barge_in)
     assert [item for item, _ in model.truncations] == ["item_1"]
     heard_ms = model.truncations[0][1]
     recorded_ms = 1000 * tone_seconds(sim.recording("caller"), rate, FIRST_HZ)
