@@ -7,7 +7,9 @@ Mark tests ``@pytest.mark.anyio`` (anyio's pytest plugin runs them on asyncio, o
 - ``telcoflow_config``: a :class:`~telcoflow.TelcoflowClientConfig` pointing at it;
 - ``telcoflow_client``: a connected :class:`~telcoflow.TelcoflowClient`;
 - ``telcoflow_inbox``: a :class:`~telcoflow.testing.CallInbox` of the client's calls;
-- ``place_call``: ``await place_call(caller=Voice.tone(440), ...)`` places a simulated call.
+- ``place_call``: ``await place_call(caller=Voice.tone(440), ...)`` places a simulated call;
+- ``openai_standin`` / ``gemini_standin``: model stand-in servers for bridge tests, driven by
+  the real ``openai`` / ``google-genai`` clients (extras ``openai`` / ``gemini``).
 
 Assertions on what parties heard are in :mod:`telcoflow.testing`.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -25,8 +27,14 @@ from .config import TelcoflowClientConfig
 from .sandbox import Sandbox, SimCall
 from .testing import CallInbox
 
+if TYPE_CHECKING:  # the stand-ins import their model's wire types only when used
+    from .testing.gemini_live import GeminiLiveStandIn
+    from .testing.openai_realtime import OpenAIRealtimeStandIn
+
 __all__ = [
     "fail_on_handler_errors",
+    "gemini_standin",
+    "openai_standin",
     "place_call",
     "telcoflow_client",
     "telcoflow_config",
@@ -92,3 +100,24 @@ def place_call(telcoflow_sandbox: Sandbox) -> Callable[..., Awaitable[SimCall]]:
         return await telcoflow_sandbox.create_call(**fields)
 
     return place
+
+
+@pytest.fixture
+async def openai_standin() -> AsyncIterator[OpenAIRealtimeStandIn]:
+    """An :class:`~telcoflow.testing.openai_realtime.OpenAIRealtimeStandIn` on a free loopback
+    port: ``AsyncOpenAI(base_url=openai_standin.base_url, api_key=openai_standin.api_key)``."""
+    from .testing.openai_realtime import OpenAIRealtimeStandIn
+
+    async with OpenAIRealtimeStandIn() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+async def gemini_standin() -> AsyncIterator[GeminiLiveStandIn]:
+    """A :class:`~telcoflow.testing.gemini_live.GeminiLiveStandIn` on a free loopback port,
+    over TLS: ``gemini_standin.client()`` is a google-genai client pointed at it (or pass
+    ``base_url`` and ``client_ssl_context()`` in ``HttpOptions`` yourself)."""
+    from .testing.gemini_live import GeminiLiveStandIn
+
+    async with GeminiLiveStandIn() as stand_in:
+        yield stand_in
