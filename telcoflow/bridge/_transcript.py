@@ -76,6 +76,9 @@ class TranscriptBuilder:
     def agent_started(self, item_id: str, now: float) -> Turn:
         turn = self._agent.get(item_id)
         if turn is None:
+            if self._user is not None and self._user.text:  # the agent answers: their turn is over
+                self._user.final, self._user.ended_at = True, now
+                self._user = None
             turn = self._agent[item_id] = Turn("agent", started_at=now, item_id=item_id)
             self.turns.append(turn)
         return turn

@@ -1,7 +1,9 @@
 """Helpers for testing voice agents against the sandbox: take offered calls one by one, and
 assert what a simulated party heard and which commands the agent sent.
 
-Used by the pytest plugin (:mod:`telcoflow.pytest_plugin`) and usable on their own.
+Used by the pytest plugin (:mod:`telcoflow.pytest_plugin`) and usable on their own. For bridge
+tests, :mod:`telcoflow.testing.openai_realtime` and :mod:`telcoflow.testing.gemini_live` are
+stand-in model servers; :class:`Answer` is one line of their (and ``ScriptedModel``'s) script.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from .. import events
 from ..call import ActiveCall
 from ..client import TelcoflowClient
 from ..sandbox import SimCall, read_wav, rms, tone_level
+from ._engine import Answer
 
 __all__ = [
+    "Answer",
     "CallInbox",
     "assert_commands",
     "assert_heard_tone",
