@@ -248,6 +248,7 @@ class _Bridge:
         self.reason: str | None = None
         self._t0 = anyio.current_time()
         self._answered_at: float | None = None
+        self._answered = anyio.Event()
         self._ready = anyio.Event()
         self._epoch = 0
         self._send_scope: anyio.CancelScope | None = None
@@ -279,6 +280,7 @@ class _Bridge:
                     tg.start_soon(self._answer)
                 else:
                     self._answered_at = anyio.current_time()
+                    self._answered.set()
                 await self._open()
                 tg.start_soon(self._player)
                 if self.greeting is not None and self.greeting is not False:
@@ -327,6 +329,7 @@ class _Bridge:
                 raise
             return  # _watch_call ends the bridge
         self._answered_at = anyio.current_time()
+        self._answered.set()
 
     async def _open(self) -> None:
         start = anyio.current_time()
@@ -480,6 +483,9 @@ class _Bridge:
             self._farewell_generated.set()
 
     async def _player(self) -> None:
+        # Nothing plays before the call is answered: a real server may drop early audio, and
+        # a greeting generated while answering must be heard from its first word.
+        await self._answered.wait()
         while True:
             epoch, item, pcm = await self.playlist.get()
             try:
