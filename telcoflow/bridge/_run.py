@@ -85,6 +85,8 @@ logger = logging.getLogger("telcoflow_sdk.bridge")
 LOCAL_BARGE_IN_RMS = 0.02
 #: With end_call/transfer armed: how long the model has to start its farewell.
 FAREWELL_START_S = 3.0
+#: Finished turns waiting for a slow ``on_transcript`` hook before one is dropped.
+MAX_PENDING_TRANSCRIPTS = 100
 
 EndedBy = Literal["call", "end_call", "transfer", "model"]
 
@@ -263,6 +265,11 @@ class _Bridge:
         self._farewell_items: set[str] | None = None
         self._farewell_started = anyio.Event()
         self._farewell_generated = anyio.Event()
+        self._carry = b""
+        self._heard_when_dropped: dict[str, int] = {}
+        self._transcripts_in, self._transcripts_out = anyio.create_memory_object_stream[Turn](
+            MAX_PENDING_TRANSCRIPTS
+        )
         self._tg: anyio.abc.TaskGroup | None = None
 
     def _now(self) -> float:
@@ -275,6 +282,8 @@ class _Bridge:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._watch_call)
+                if self.on_transcript is not None:
+                    tg.start_soon(self._publish_loop)
                 tg.start_soon(self._uplink)
                 if self.answer:
                     tg.start_soon(self._answer)
@@ -296,6 +305,8 @@ class _Bridge:
         except BaseExceptionGroup as group:
             _raise_single(group)
         finally:
+            self._transcripts_in.close()
+            self._transcripts_out.close()
             with anyio.move_on_after(self.close_timeout, shield=True) as scope:
                 try:
                     await self.model.aclose()
@@ -384,12 +395,21 @@ class _Bridge:
     # --- model → caller ----------------------------------------------------------------------
 
     async def _read(self) -> None:
+        events = self.model.events()
         try:
-            async for event in self.model.events():
+            async for event in events:
                 if await self._on_event(event):
                     return
         except Exception as exc:
             self._model_lost(f"{type(exc).__name__}: {exc}")
+        finally:  # an async generator left suspended would be closed by the GC, too late
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout):
+                    try:
+                        await aclose()
+                    except Exception:
+                        logger.debug("closing the model's events failed", exc_info=True)
 
     async def _on_event(self, event: ModelEvent) -> bool:
         """Act on one model event; True when the conversation is over (a fatal error)."""
@@ -446,13 +466,23 @@ class _Bridge:
             return
         if item not in self._latency:
             self._new_item(item)
-        self.ledger.generated(item, len(event.pcm), event.rate)
+        elif item in self._generated:  # more of an answer after its end (a tool call within
+            self._generated.discard(item)  # a turn): it is generating again
+        if self._farewell_items is not None and not self._farewell_started.is_set():
+            self._farewell_items.add(item)  # the first audio after end_call/transfer: goodbye
+            self._farewell_started.set()
+        pcm = event.pcm
+        if self._carry:  # an odd byte of the last delta: whole samples only
+            pcm, self._carry = self._carry + pcm, b""
+        if len(pcm) & 1:
+            pcm, self._carry = pcm[:-1], pcm[-1:]
+        self.ledger.generated(item, len(pcm), event.rate)
         if self._down is None or self._down.from_rate != event.rate:
             tail = self._down.flush() if self._down is not None else b""
             if tail and self._open_items:
                 await self.playlist.put(self._epoch, self._open_items[-1], tail)
             self._down = _Converter(event.rate, self.rate)
-        pcm = self._down.process(event.pcm)
+        pcm = self._down.process(pcm)
         if pcm:
             await self.playlist.put(self._epoch, item, pcm)
 
@@ -464,9 +494,6 @@ class _Bridge:
         self.stats.turns.append(latency)
         self._open_items.append(item)
         self.transcript.agent_started(item, self._now())
-        if self._farewell_items is not None:
-            self._farewell_items.add(item)
-            self._farewell_started.set()
 
     async def _generation_done(self, item: str) -> None:
         if item in self._dropped or item in self._generated:
@@ -511,8 +538,10 @@ class _Bridge:
         self._send_scope = None
 
     async def _first_played(self, item: str, start: int) -> None:
-        heard = await self.call.wait_played_bytes(start + 2) and item not in self._dropped
-        if not heard and self.ledger.heard_ms(item, self.call.played_bytes) == 0:
+        played = await self.call.wait_played_bytes(start + 2)
+        if item in self._dropped:
+            played = self._heard_when_dropped.get(item, 0) > 0
+        if not played:
             return  # interrupted, or the call ended, before a byte of it played
         now = anyio.current_time()
         if self.stats.ttfa_s is None:
@@ -546,7 +575,7 @@ class _Bridge:
 
     async def _barge_in(self, why: str) -> None:
         self.transcript.speech_started(self._now())
-        if self._farewell is not None and not self.barge_in_farewell:
+        if self._farewell_items is not None and not self.barge_in_farewell:
             return  # the farewell plays to its end (barge_in_farewell=False)
         stale = self._stale_items()
         speaking = self._speaking()
@@ -560,10 +589,13 @@ class _Bridge:
         if self._send_scope is not None:
             self._send_scope.cancel()
         self._dropped.update(stale)
+        self._heard_when_dropped.update(heard)
+        self._carry = b""
         self._open_items = []
         self._down = None  # nothing of this answer's filter state leaks into the next
         if self._farewell is not None:
             self._farewell.cancel()  # barge_in_farewell: the conversation goes on
+            self._farewell_items = None
         logger.info("call %s: barge-in (%s): %s", self.call.call_id, why, heard or "-")
         if speaking:
             try:
@@ -585,6 +617,17 @@ class _Bridge:
     # --- tools -------------------------------------------------------------------------------
 
     async def _run_tools(self, calls: tuple[ToolCall, ...]) -> None:
+        farewell = next(
+            (c for c in calls if (t := self.tools.get(c.name)) is not None and t.builtin), None
+        )
+        if farewell is not None and self._farewell is None:
+            # Armed now, before the results go back: the goodbye may start right after them.
+            self._farewell = anyio.CancelScope()
+            self._farewell_items = set()
+            self._farewell_started = anyio.Event()
+            self._farewell_generated = anyio.Event()
+        else:
+            farewell = None
         results: list[ToolResult | None] = [None] * len(calls)
         async with anyio.create_task_group() as tg:
             for i, c in enumerate(calls):
@@ -596,11 +639,11 @@ class _Bridge:
             except Exception as exc:
                 self._model_lost(f"sending tool results failed: {type(exc).__name__}: {exc}")
                 return
-        for c in calls:
-            t = self.tools.get(c.name)
-            if t is not None and t.builtin is not None and self._farewell is None:
-                assert self._tg is not None
-                self._tg.start_soon(self._after_farewell, t.builtin, c)
+        if farewell is not None:
+            builtin = self.tools[farewell.name].builtin
+            assert self._tg is not None
+            assert builtin is not None
+            self._tg.start_soon(self._after_farewell, builtin, farewell)
 
     async def _run_one(self, i: int, c: ToolCall, results: list[ToolResult | None]) -> None:
         t = self.tools.get(c.name)
@@ -624,9 +667,14 @@ class _Bridge:
         self.stats.tools.append(ToolRun(c.name, c.id, duration, "error" if failed else "ok"))
 
     async def _after_farewell(self, kind: str, c: ToolCall) -> None:
-        """end_call / transfer: wait for the farewell to be generated and heard, then act."""
-        with anyio.CancelScope() as self._farewell:
-            self._farewell_items = set()
+        """end_call / transfer: wait for the farewell to be generated and heard, then act.
+
+        The waits are bounded and cancellable (a barge-in with ``barge_in_farewell`` disarms
+        them); the action itself, once begun, is not: a hang-up is never left half done.
+        """
+        scope = self._farewell
+        assert scope is not None
+        with scope:
             with anyio.move_on_after(FAREWELL_START_S):
                 await self._farewell_started.wait()
             if self._farewell_started.is_set():
@@ -635,39 +683,55 @@ class _Bridge:
             with anyio.move_on_after(self.farewell_timeout):
                 await self.playlist.empty()
                 await self.call.wait_played()
-            reason = str(c.arguments.get("reason") or kind)
-            try:
-                if kind == "end_call":
-                    self.ended_by, self.reason = "end_call", reason
-                    await self.call.disconnect()
-                else:
-                    await self.call.connect()
-                    self.ended_by, self.reason = "transfer", reason
-                    await self.call.close()
-            except WSSCallError as exc:
-                if _call_is_over(exc):
-                    return
-                logger.warning("call %s: %s failed: %s", self.call.call_id, kind, exc)
-                if kind == "transfer":
-                    self.ended_by = self.reason = None  # nobody answered: the talk goes on
-        if self._farewell is not None and self._farewell.cancelled_caught:
+        self._farewell = None
+        self._farewell_items = None
+        if scope.cancel_called:
             logger.info(
                 "call %s: the caller talked over the farewell: %s disarmed", self.call.call_id, kind
             )
-        self._farewell = None
-        self._farewell_items = None
-        self._farewell_started = anyio.Event()
-        self._farewell_generated = anyio.Event()
+            return
+        reason = str(c.arguments.get("reason") or kind)
+        try:
+            if kind == "end_call":
+                self.ended_by, self.reason = "end_call", reason
+                await self.call.disconnect()
+            else:
+                await self.call.connect()
+                self.ended_by, self.reason = "transfer", reason
+                await self.call.close()
+        except WSSCallError as exc:
+            if _call_is_over(exc):
+                return
+            logger.warning("call %s: %s failed: %s", self.call.call_id, kind, exc)
+            if kind == "transfer":
+                # Nobody answered: the conversation goes on (the model is not told: adapters
+                # have no way to say so yet; the caller can ask again).
+                self.ended_by = self.reason = None
 
     async def _published(self, turn: Turn) -> None:
+        """Hand a finished turn to ``on_transcript``, in its own task: a slow hook never holds
+        up the reader (audio, barge-in)."""
         if self.on_transcript is None:
             return
         try:
-            out = self.on_transcript(turn)
-            if inspect.isawaitable(out):
-                await out
-        except Exception:
-            logger.exception("call %s: on_transcript raised", self.call.call_id)
+            self._transcripts_in.send_nowait(turn)
+        except anyio.WouldBlock:
+            logger.warning(
+                "call %s: on_transcript is %d turns behind: a turn not reported",
+                self.call.call_id,
+                MAX_PENDING_TRANSCRIPTS,
+            )
+
+    async def _publish_loop(self) -> None:
+        assert self.on_transcript is not None
+        async with self._transcripts_out:
+            async for turn in self._transcripts_out:
+                try:
+                    out = self.on_transcript(turn)
+                    if inspect.isawaitable(out):
+                        await out
+                except Exception:
+                    logger.exception("call %s: on_transcript raised", self.call.call_id)
 
 
 def _raise_single(group: BaseExceptionGroup[BaseException]) -> None:

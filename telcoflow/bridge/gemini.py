@@ -174,6 +174,8 @@ class GeminiLiveAdapter:
         self._item: str | None = None
         self._model_turns = 0
         self._call_ids: dict[str, str | None] = {}
+        #: Tool results finished while the session was switching: sent once it is back.
+        self._pending_results: list[Any] = []
         self._local_ids = 0
         #: Caller audio dropped while switching sessions (bytes), and sessions resumed.
         self.dropped_audio_bytes = 0
@@ -299,6 +301,9 @@ class GeminiLiveAdapter:
                 return
             self.resumptions += 1
             self._item = None
+            if self._pending_results:
+                pending, self._pending_results = self._pending_results, []
+                await self._session.send_tool_response(function_responses=pending)
             while self._buffer:
                 pcm = self._buffer.popleft()
                 self._buffered -= len(pcm)
@@ -408,6 +413,7 @@ class GeminiLiveAdapter:
             calls = tuple(self._tool_call(fc) for fc in message.tool_call.function_calls or [])
             if calls:
                 out.append(ToolCalls(calls))
+                self._item = None  # what the model says after the results is a new answer
         if message.tool_call_cancellation is not None:
             ids = tuple(message.tool_call_cancellation.ids or ())
             out.append(ToolCallsCancelled(ids))
@@ -484,7 +490,7 @@ class GeminiLiveAdapter:
 
     async def send_tool_results(self, results: Sequence[ToolResult]) -> None:
         """One ``tool_response`` with every result, ids matched to the calls."""
-        if not results or self._session is None:
+        if not results or self._ending():
             return
         _, types, _ = _import_genai()
         responses = []
@@ -498,12 +504,16 @@ class GeminiLiveAdapter:
                     response=body,
                 )
             )
+        if self._switching or self._session is None:
+            self._pending_results += responses  # sent when the session is back (_resume)
+            return
         try:
             await self._session.send_tool_response(function_responses=responses)
         except Exception as exc:
             if not _is_closed(exc):
                 raise
-            logger.warning("Gemini session closed before tool results could be sent")
+            logger.info("Gemini session closed before tool results were sent: kept for resume")
+            self._pending_results += responses
 
     async def aclose(self) -> None:
         """End the session (bounded); idempotent."""
