@@ -10,18 +10,23 @@ and writes 50 small frames a second each way, so that is paid per frame. :class:
 is the same anyio ``ByteStream`` over an asyncio protocol that keeps reading (up to
 ``READ_HIGH_WATER`` bytes buffered) and hands writes to the transport's buffer, waiting only while
 that buffer is over ``WRITE_HIGH_WATER``. TLS is anyio's ``TLSStream`` over either.
+
+Under uvloop the same asyncio classes run over uvloop's transports, which have the methods of
+``asyncio.Transport`` (reading paused and resumed, write buffer limits, a ``close`` that flushes
+first) without being instances of it; the invariants above hold there too (tests/test_uvloop.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -79,12 +84,17 @@ class _Protocol(asyncio.Protocol):
         self.lost_waiter: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # No isinstance check: uvloop's transports have asyncio.Transport's methods without
+        # subclassing it, and an exception here is only logged by the loop, which then never
+        # starts reading (nor, on the server side, hands the connection to the listener).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # (A connection reset already may refuse it; the transport then reports the reset.)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.on_connected is not None:
             self.on_connected(transport, self)
 
@@ -273,6 +283,7 @@ class AsyncioStream(NowaitStream):
 
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
+        # (Under uvloop a socket-like object with the usual methods: uvloop owns the socket.)
         sock: socket.socket = self._transport.get_extra_info("socket")
         return {
             anyio.abc.SocketAttribute.family: lambda: sock.family,
@@ -408,7 +419,9 @@ class AsyncioListener(anyio.abc.Listener[AsyncioStream]):
         # asyncio accepts up to ``backlog`` connections in one go when the socket is readable,
         # each a task run before the loop looks at its timers again: a burst of a thousand
         # connections would hold every call's media tick for tens of milliseconds. So asyncio
-        # is given a small batch, and the kernel's queue is then made long again.
+        # is given a small batch, and the kernel's queue is then made long again. (uvloop's
+        # libuv accepts until the queue is empty whatever the backlog, but does it in C and only
+        # queues each connection here: the handlers run as tasks afterwards.)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
         try:
