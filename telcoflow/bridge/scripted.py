@@ -55,6 +55,7 @@ class ScriptedModel:
         chunk_ms: int = 40,
         connect_delay_s: float = 0.0,
         late_deltas: int = 0,
+        report_speech: bool = True,
     ) -> None:
         if pace <= 0:
             raise ValueError(f"pace must be positive, not {pace!r}")
@@ -63,6 +64,9 @@ class ScriptedModel:
         self.pace = pace
         self.connect_delay_s = connect_delay_s
         self.late_deltas = late_deltas
+        #: False: a model whose playout estimate ran out, that stops its answer but does not
+        #: say the caller interrupted (what the bridge's ``local_barge_in`` is for).
+        self.report_speech = report_speech
         self.config: SessionConfig | None = None
         #: (item_id, heard_ms) of every interruption the bridge reported.
         self.truncations: list[tuple[str, int]] = []
@@ -163,7 +167,7 @@ class ScriptedModel:
             r = conv.interrupt(now)
             if r is not None and self.late_deltas:
                 self._late = (r, self.late_deltas)
-            return [SpeechStarted()]
+            return [SpeechStarted()] if self.report_speech else []
         if kind == "speech_stopped":
             out: list[ModelEvent] = [SpeechStopped(), UserTranscript(f"turn {conv.turns}", True)]
             return out + self._answer()

@@ -292,3 +292,55 @@ async def test_the_model_failing_to_open_raises_a_clear_error_and_leaves_the_cal
         await bridge(call, Broken())
     assert call.is_active  # the application decides: play a message, transfer, hang up
     await call.disconnect()
+
+
+@pytest.mark.parametrize("local", [True, False], ids=["local-barge-in", "model-only"])
+async def test_local_barge_in_stops_playout_the_model_does_not_report(
+    sandbox: Sandbox, make_config: Callable[..., TelcoflowClientConfig], local: bool
+) -> None:
+    # A 4 s answer generated at 8x, so it sits in our queue; the model stops generating when
+    # the caller talks but says nothing (Gemini's playout estimate ended before ours).
+    caller = speech(24000, (True, 0.4), (False, 1.6), (True, 0.4), (False, 3.0))
+    model = ScriptedModel(
+        [Answer(FIRST_HZ, 4.0, "long"), Answer(SECOND_HZ, 0.5, "b")],
+        pace=8.0,
+        report_speech=False,
+    )
+    spec = CallSpec(caller=caller, caller_hangup_after_s=4.5)
+    sim, result, _ = await run_bridge(sandbox, make_config, spec, model, local_barge_in=local)
+    barge_in = spans(sim, "agent", CALLER_HZ)[1][0]
+    heard_after = sum(
+        max(0.0, b - max(a, barge_in + 0.3)) for a, b in spans(sim, "caller", FIRST_HZ)
+    )
+    sent = [c["command"] for c in sim.commands]
+    if local:
+        assert heard_after == 0, spans(sim, "caller", FIRST_HZ)
+        assert sent.count("agent.interrupt") == 1
+        assert len(result.stats.interruptions) == 1
+    else:  # the control: without it the stale answer plays on
+        assert heard_after >= 1.0
+        assert "agent.interrupt" not in sent
+
+
+async def test_per_turn_latency_and_the_caller_talking_over_the_farewell(
+    sandbox: Sandbox, make_config: Callable[..., TelcoflowClientConfig]
+) -> None:
+    # barge_in_farewell=True: talking over the goodbye stops it and keeps the call up.
+    script = [
+        Answer(FIRST_HZ, 0.5, "Hello."),
+        Answer(FAREWELL_HZ, 2.0, "Goodbye then!", tool=("end_call", {})),
+        Answer(SECOND_HZ, 0.5, "Oh, one more thing?"),
+    ]
+    caller = speech(24000, (True, 0.4), (False, 1.2), (True, 0.4), (False, 1.0), (True, 0.4))
+    model = ScriptedModel(script)
+    spec = CallSpec(caller=caller, caller_hangup_after_s=6.5)
+    sim, result, _ = await run_bridge(
+        sandbox, make_config, spec, model, tools=[end_call], barge_in_farewell=True
+    )
+    assert result.ended_by == "call"  # not end_call: the caller talked over the goodbye
+    assert "call.disconnect" not in [c["command"] for c in sim.commands]
+    assert tone_seconds(sim.recording("caller"), 24000, FAREWELL_HZ) < 1.8
+    first = result.stats.turns[0]
+    assert first.received_s is not None
+    assert first.played_s is not None
+    assert 0 <= first.received_s <= first.played_s < 1.0, first

@@ -36,6 +36,7 @@ from telcoflow.bridge import (
     UserTranscript,
     bridge,
     end_call,
+    tool,
 )
 from telcoflow.bridge.gemini import DEFAULT_MODEL, GeminiLiveAdapter
 from telcoflow.sandbox import CallSpec, Sandbox, SimCall, Voice, tone_level, tone_pcm, write_wav
@@ -634,3 +635,38 @@ async def test_bridge_greeting_resumption_and_end_call(
     assert second.tool_responses[0]["functionResponses"][0]["name"] == "end_call"
     assert result.ended_by == "end_call"
     assert [c["command"] for c in sim.commands][-1] == "call.disconnect"
+
+
+async def test_bridge_cancels_the_tool_gemini_cancels_and_sends_it_no_result(
+    sandbox: Sandbox, make_config: Callable[..., TelcoflowClientConfig]
+) -> None:
+    started, cancelled = anyio.Event(), anyio.Event()
+
+    @tool
+    async def slow_lookup(q: str) -> dict[str, str]:
+        """Takes its time."""
+        started.set()
+        try:
+            await anyio.sleep(30)
+        finally:
+            cancelled.set()
+        return {"never": q}
+
+    script = (
+        Answer(660.0, 0.4, "Found it.", tool=("slow_lookup", {"q": "x"})),
+        Answer(770.0, 0.4, "Anything else?"),
+    )
+    caller = caller_voice(24000, (True, 0.4), (False, 0.8), (True, 0.4), (False, 2.0))
+    spec = CallSpec(caller=caller, caller_hangup_after_s=4.0)
+    async with GeminiLiveStandIn(script=script) as standin:
+        adapter = GeminiLiveAdapter(standin.client())
+        sim, result = await bridge_call(
+            sandbox, make_config, spec, adapter, rate=24000, tools=[slow_lookup]
+        )
+        conn = standin.connections[0]
+    assert started.is_set()
+    assert cancelled.is_set()  # the tool's task was cancelled, not left running
+    assert [(t.name, t.outcome) for t in result.stats.tools] == [("slow_lookup", "cancelled")]
+    assert len(conn.cancelled_tool_ids) == 1
+    assert conn.tool_responses == []  # nothing sent for a cancelled call
+    assert tone_seconds(sim.recording("caller"), 24000, 770.0) >= 0.3  # the talk went on
