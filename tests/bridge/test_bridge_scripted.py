@@ -27,7 +27,7 @@ from telcoflow.sandbox import CallSpec, Sandbox, SimCall, Voice, tone_level, ton
 from telcoflow.testing import CallInbox, tone_seconds
 from telcoflow.testing._engine import Answer
 
-from ..conftest import WAIT, live_task_names
+from ..helpers import WAIT, live_task_names
 
 pytestmark = pytest.mark.anyio
 

@@ -47,7 +47,7 @@ from telcoflow.testing import CallInbox, tone_seconds
 from telcoflow.testing._engine import Answer, tone16
 from telcoflow.testing.openai_realtime import OpenAIRealtimeStandIn, RealtimeSession
 
-from ..conftest import WAIT
+from ..helpers import WAIT
 
 pytestmark = pytest.mark.anyio
 

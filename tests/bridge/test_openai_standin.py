@@ -29,7 +29,7 @@ from telcoflow.testing.openai_realtime import (
     truncate_problem,
 )
 
-from ..conftest import WAIT
+from ..helpers import WAIT
 
 SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
 

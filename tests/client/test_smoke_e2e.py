@@ -8,7 +8,7 @@ import pytest
 from telcoflow import CallState, events
 from telcoflow.sandbox import Sandbox, tone_level
 
-from .conftest import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox
 
 pytestmark = pytest.mark.anyio
 

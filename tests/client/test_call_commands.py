@@ -18,7 +18,7 @@ from telcoflow.events import AgentMode, CallEvent
 from telcoflow.exceptions import WSSCallClosedError, WSSCallCommandError
 from telcoflow.sandbox import CalleeSpec, CallSpec, Sandbox, SimCall
 
-from .conftest import WAIT, CallInbox, serving
+from ..helpers import WAIT, CallInbox, serving
 
 pytestmark = pytest.mark.anyio
 

@@ -24,7 +24,7 @@ from telcoflow._cli import main
 from telcoflow._cli.sandbox_client import URL_ENV, SandboxApi, StatusLine, normalize_url
 from telcoflow.sandbox import Sandbox, tone_level, tone_pcm, write_wav
 
-from .conftest import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox
 
 Result = tuple[int, str, str]
 #: Runs ``telcoflow sandbox COMMAND --url URL ARGS...``; returns (exit code, stdout, stderr).

@@ -25,7 +25,7 @@ from telcoflow.sandbox import (
     write_wav,
 )
 
-from .conftest import WAIT, CallInbox, serving
+from ..helpers import WAIT, CallInbox, serving
 
 pytestmark = pytest.mark.anyio
 

@@ -390,7 +390,7 @@ def test_pure_helpers_work_without_numpy_or_soxr() -> None:
             raise AssertionError("ulaw_encode worked without numpy")
         """
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),

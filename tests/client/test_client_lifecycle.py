@@ -26,7 +26,7 @@ from telcoflow import (
 )
 from telcoflow.sandbox import CalleeSpec, CallSpec, Sandbox, SimCall
 
-from .conftest import WAIT, CallInbox, live_task_names
+from ..helpers import WAIT, CallInbox, live_task_names
 
 pytestmark = pytest.mark.anyio
 

@@ -63,8 +63,8 @@ from telcoflow._core import (
 )
 from telcoflow._net import LOUD_BAD_FRAMES, MAX_MESSAGE_BYTES, ConnectionClosed
 
-from .conftest import WAIT, live_task_names
-from .hostile_server import (
+from ..helpers import WAIT, live_task_names
+from ..hostile_server import (
     CLAIM_POLICIES,
     NOT_A_STRING,
     OMIT,

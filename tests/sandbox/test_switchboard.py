@@ -45,7 +45,7 @@ from telcoflow._core import (
 from telcoflow._net import HandshakeRejected, WebSocketConnection, connect_websocket
 from telcoflow.sandbox import CalleeSpec, Connector, NumberSpec, Sandbox, Voice, tone_level
 
-from .conftest import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox
 
 pytestmark = pytest.mark.anyio
 

@@ -36,7 +36,7 @@ from telcoflow import (
 from telcoflow._net import CLOSE_TIMEOUT
 from telcoflow.sandbox import CalleeSpec, Sandbox, SimCall
 
-from .conftest import WAIT, live_task_names
+from ..helpers import WAIT, live_task_names
 from .test_client_lifecycle import client_sockets, sdk_tasks
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,7 @@ from telcoflow.runner import AgentMetrics, JsonFormatter, Watchdog
 from telcoflow.runner._http import HealthServer
 from telcoflow.sandbox import CallSpec, Sandbox
 
-from .conftest import WAIT
+from ..helpers import WAIT
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ from telcoflow import (
 )
 from telcoflow.sandbox import CalleeSpec, Sandbox
 
-from .conftest import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ import pytest
 from telcoflow import TelcoflowClient, TelcoflowClientConfig
 from telcoflow.sandbox import CalleeSpec, CallSpec, Limits, Retention, Sandbox, Voice, tone_pcm
 
-from .conftest import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox
 
 pytestmark = pytest.mark.anyio
 

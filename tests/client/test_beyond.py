@@ -21,7 +21,7 @@ from telcoflow import (
 from telcoflow.sandbox import Sandbox, SimCall, Voice, tone_pcm
 from telcoflow.testing import tone_seconds
 
-from .conftest import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox
 
 pytestmark = pytest.mark.anyio
 

@@ -23,7 +23,7 @@ from telcoflow import (
 )
 from telcoflow.sandbox import CallSpec, Connector, Sandbox, tone_level
 
-from .conftest import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox
 
 pytestmark = pytest.mark.anyio
 

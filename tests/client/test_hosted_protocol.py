@@ -26,8 +26,8 @@ from telcoflow.exceptions import (
     WSSError,
 )
 
-from .conftest import WAIT, CallInbox, serving
-from .hosted_server import (
+from ..helpers import WAIT, CallInbox, serving
+from ..hosted_server import (
     CONNECTOR_NUMBER,
     CONTROL_PATH,
     OMIT,

@@ -28,9 +28,9 @@ from telcoflow._net import _streams as streams
 from telcoflow._net import open_listener
 from telcoflow.sandbox import Sandbox, SimCall, tone_level
 
-from .conftest import WAIT, CallInbox
-from .test_cancellation import agent_gone, nothing_left_behind, open_fds, run_cancelled
-from .test_client_lifecycle import client_sockets, sdk_tasks
+from ..client.test_cancellation import agent_gone, nothing_left_behind, open_fds, run_cancelled
+from ..client.test_client_lifecycle import client_sockets, sdk_tasks
+from ..helpers import WAIT, CallInbox
 from .test_tls import _take_a_call
 
 uvloop = pytest.importorskip("uvloop")

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from telcoflow.sandbox import CallSpec, Sandbox, SimCall
 
-from .conftest import WAIT
+from ..helpers import WAIT
 
 pytestmark = pytest.mark.anyio
 

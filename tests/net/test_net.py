@@ -40,7 +40,7 @@ from telcoflow._net import (
     open_listener,
 )
 
-from .conftest import WAIT
+from ..helpers import WAIT
 
 pytestmark = pytest.mark.anyio
 

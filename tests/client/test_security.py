@@ -31,7 +31,7 @@ from telcoflow._core import (
 from telcoflow._net import HandshakeRejected, WebSocketConnection, connect_websocket
 from telcoflow.sandbox import CalleeSpec, Sandbox, tone_pcm
 
-from .conftest import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox
 
 pytestmark = pytest.mark.anyio
 

@@ -14,8 +14,8 @@ import pytest
 from telcoflow import TelcoflowClient, TelcoflowClientConfig, WSSConnectionError
 from telcoflow.sandbox import Sandbox
 
-from .conftest import WAIT, CallInbox, serving
-from .hosted_server import HostedServer
+from ..helpers import WAIT, CallInbox, serving
+from ..hosted_server import HostedServer
 
 pytestmark = pytest.mark.anyio
 

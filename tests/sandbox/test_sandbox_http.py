@@ -23,7 +23,7 @@ from telcoflow import (
 )
 from telcoflow.sandbox import Sandbox, tone_level
 
-from .conftest import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox
 
 pytestmark = pytest.mark.anyio
 
@@ -194,6 +194,8 @@ async def test_get_call_shows_every_documented_field_as_the_call_goes(
     assert live["state"] == "CONNECTED"
     assert live["agent_mode"] == "barge"
     assert live["ended_reason"] is None
+    answer_at, connect_at = (c.pop("at_s") for c in live["commands"])
+    assert 0 <= answer_at <= connect_at  # where each arrived on the recordings' timeline
     assert live["commands"] == [
         {"command": "call.answer", "success": True, "error_code": None},
         {"command": "call.connect", "success": True, "error_code": None},

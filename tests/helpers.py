@@ -1,0 +1,49 @@
+"""What the tests share besides fixtures: the bound on every wait, the live-task walker, a
+client of one's own.
+
+Fixtures are in ``conftest.py`` (every async test runs under asyncio and trio against a real
+sandbox); tests import these names from here, never from ``conftest``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import sniffio
+
+from telcoflow import TelcoflowClient, TelcoflowClientConfig
+from telcoflow.testing import CallInbox
+
+__all__ = ["WAIT", "CallInbox", "live_task_names", "serving"]
+
+#: Every wait in a test is bounded by this; a test that hits it fails instead of hanging.
+WAIT = 10.0
+
+
+def live_task_names() -> list[str]:
+    """The names of every live task of the running event loop (both backends name a task after
+    its function, ``module.qualname``)."""
+    if sniffio.current_async_library() == "trio":
+        import trio
+
+        def walk(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+            yield task
+            for nursery in task.child_nurseries:
+                for child in nursery.child_tasks:
+                    yield from walk(child)
+
+        return [t.name for t in walk(trio.lowlevel.current_root_task())]
+    import asyncio
+
+    return [t.get_name() for t in asyncio.all_tasks() if not t.done()]
+
+
+@asynccontextmanager
+async def serving(
+    config: TelcoflowClientConfig,
+) -> AsyncIterator[tuple[TelcoflowClient, CallInbox]]:
+    """A client of its own (custom options), with an inbox of the calls it is offered."""
+    async with TelcoflowClient(config) as client:
+        with CallInbox(client) as inbox:
+            yield client, inbox
