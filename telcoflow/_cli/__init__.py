@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from . import run as run_module
+from ._backend import BACKENDS, missing_backend
 from .run import add_run_options, run
 from .sandbox_client import add_commands as add_sandbox_client_commands
 from .serve import add_serve_options, serve
@@ -31,7 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"telcoflow {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     parser.add_argument(
-        "--backend", choices=("asyncio", "trio"), default="asyncio", help="async backend to run on"
+        "--backend",
+        choices=BACKENDS,
+        default="asyncio",
+        help="async backend to run on (uvloop: asyncio on uvloop's loop)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -60,13 +64,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``telcoflow`` console script."""
     args = _parser().parse_args(argv)
-    if args.backend == "trio":
-        try:
-            import trio  # noqa: F401
-        except ImportError:
-            hint = "pip install trio"
-            print(f"telcoflow: trio is not installed; {hint}", file=sys.stderr)
-            return 2
+    hint = missing_backend(args.backend)
+    if hint is not None:
+        print(f"telcoflow: {args.backend} is not installed; {hint}", file=sys.stderr)
+        return 2
     if args.command != "run":  # run configures its own (text or JSON, with call ids)
         level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

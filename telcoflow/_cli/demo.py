@@ -19,6 +19,7 @@ from ..call import ActiveCall
 from ..client import TelcoflowClient
 from ..config import TelcoflowClientConfig
 from ..sandbox import CalleeSpec, CallSpec, Sandbox, SimCall, Voice, tone_level, tone_pcm
+from ._backend import run_async
 
 __all__ = ["DemoAgent", "run_demo"]
 
@@ -220,5 +221,5 @@ def run_demo(backend: str = "asyncio", sample_rate: int = 24000, out: TextIO | N
     async def main() -> Any:
         return await demo.run()
 
-    ok = anyio.run(main, backend=backend)
+    ok = run_async(main, backend=backend)
     return 0 if ok else 1

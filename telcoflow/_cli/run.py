@@ -17,6 +17,8 @@ from typing import Any
 
 import anyio
 
+from ._backend import BACKENDS, run_async
+
 __all__ = ["add_run_options", "run"]
 
 ENV = {
@@ -75,7 +77,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("asyncio", "trio"),
+        choices=BACKENDS,
         default=argparse.SUPPRESS,  # else the global option's (telcoflow --backend trio run ...)
         help="async backend to run the agent on (asyncio)",
     )
@@ -188,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"telcoflow run: {exc}", file=sys.stderr)
             return 2
         return _run_guarded(
-            lambda: anyio.run(serve_agent, handler, config, options, backend=args.backend)
+            lambda: run_async(serve_agent, handler, config, options, backend=args.backend)
         )
 
     async def with_sandbox() -> int:
@@ -217,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sandbox:
         backend = args.backend if args.workers == 1 else "asyncio"
-        return _run_guarded(lambda: anyio.run(with_sandbox, backend=backend))
+        return _run_guarded(lambda: run_async(with_sandbox, backend=backend))
     try:
         _config(args)  # the workers would fail the same way: say it once, here
     except ValueError as exc:

@@ -9,6 +9,7 @@ import sys
 import anyio
 
 from .._version import __version__
+from ._backend import run_async
 
 __all__ = ["add_serve_options", "serve"]
 
@@ -125,7 +126,7 @@ def serve(args: argparse.Namespace) -> int:
             await anyio.sleep_forever()
 
     try:
-        anyio.run(run, backend=args.backend)
+        run_async(run, backend=args.backend)
     except OSError as exc:
         print(
             f"telcoflow: cannot serve on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr

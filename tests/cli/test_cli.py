@@ -12,7 +12,7 @@ import pytest
 from telcoflow._cli import main
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("backend", ["asyncio", "trio", "uvloop"])
 def test_demo_succeeds_and_reports_who_heard_whom(
     backend: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -22,6 +22,28 @@ def test_demo_succeeds_and_reports_who_heard_whom(
     assert "caller heard the agent's greeting (660 Hz)" in out
     assert "callee heard the caller (440 Hz)" in out
     assert "FAIL" not in out
+
+
+def test_uvloop_backend_runs_on_uvloops_loop() -> None:
+    pytest.importorskip("uvloop")
+    import asyncio
+
+    from telcoflow._cli._backend import run_async
+
+    async def loop_type() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run_async(loop_type, backend="uvloop").startswith("uvloop")
+    assert run_async(loop_type, backend="asyncio").startswith("asyncio")
+
+
+def test_a_missing_backend_library_is_named_with_its_install_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    assert main(["--backend", "uvloop", "demo"]) == 2
+    err = capsys.readouterr().err
+    assert 'uvloop is not installed; pip install "telcoflow-anyio[uvloop]"' in err
 
 
 def test_demo_at_8khz(capsys: pytest.CaptureFixture[str]) -> None:
