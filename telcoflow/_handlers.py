@@ -9,14 +9,15 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import attrs
 
-__all__ = ["Handler", "HandlerRegistry"]
+__all__ = ["H", "Handler", "HandlerRegistry"]
 
 Handler = Callable[..., Any]
-_H = TypeVar("_H", bound=Handler)
+#: A handler's own type: ``on()`` returns it unchanged, so a decorated function keeps its type.
+H = TypeVar("H", bound=Handler)
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -71,13 +72,18 @@ class HandlerRegistry:
             raise ValueError(f"unknown {self._owner} event {name!r}; known events: {known}")
         return name
 
-    def on(self, event: str, handler: _H | None = None) -> Any:
+    @overload
+    def on(self, event: str, handler: None = None) -> Callable[[H], H]: ...
+    @overload
+    def on(self, event: str, handler: H) -> H: ...
+    def on(self, event: str, handler: H | None = None) -> H | Callable[[H], H]:
         """Register ``handler`` for ``event``; without a handler, return a decorator."""
         name = self.normalise(event)
 
-        def register(fn: _H) -> _H:
-            if not callable(fn):
-                raise TypeError(f"event handler must be callable, not {type(fn).__name__}")
+        def register(fn: H) -> H:
+            given: object = fn  # callers without type checking may pass anything
+            if not callable(given):
+                raise TypeError(f"event handler must be callable, not {type(given).__name__}")
             self._handlers[name].append(_Registered(fn, _takes_payload(fn)))
             return fn
 

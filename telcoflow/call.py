@@ -13,7 +13,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import anyio
 import anyio.abc
@@ -47,7 +47,7 @@ from ._core import (
     agent_mode_after,
     frame_bytes_for,
 )
-from ._handlers import HandlerRegistry
+from ._handlers import H, HandlerRegistry
 from ._net import ConnectionClosed, Pulse, WebSocketConnection, open_link
 from .config import TelcoflowClientConfig
 from .exceptions import (
@@ -400,7 +400,11 @@ class ActiveCall:
 
     # --- events ----------------------------------------------------------------------------------
 
-    def on(self, event: str, handler: Callable[..., Any] | None = None) -> Any:
+    @overload
+    def on(self, event: str, handler: None = None) -> Callable[[H], H]: ...
+    @overload
+    def on(self, event: str, handler: H) -> H: ...
+    def on(self, event: str, handler: H | None = None) -> H | Callable[[H], H]:
         """Register a handler for a call event; usable as ``@call.on(events.CALL_TERMINATED)``.
 
         Handlers run one at a time, in the order events happened, each exactly once.

@@ -37,7 +37,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 import anyio
@@ -73,7 +73,7 @@ from ._core import (
     SetupDone,
     UnknownMessage,
 )
-from ._handlers import HandlerRegistry
+from ._handlers import H, HandlerRegistry
 from ._net import (
     Backoff,
     ConnectFailed,
@@ -451,7 +451,11 @@ class TelcoflowClient:
 
     # --- public API ------------------------------------------------------------------------------
 
-    def on(self, event: str, handler: Callable[..., Any] | None = None) -> Any:
+    @overload
+    def on(self, event: str, handler: None = None) -> Callable[[H], H]: ...
+    @overload
+    def on(self, event: str, handler: H) -> H: ...
+    def on(self, event: str, handler: H | None = None) -> H | Callable[[H], H]:
         """Register a handler: ``@client.on(events.INCOMING_CALL)``; it gets the ``ActiveCall``.
 
         Each call's handler runs in its own task once the media connection is open; a handler

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import sniffio
 
-from telcoflow import TelcoflowClient, TelcoflowClientConfig
+from telcoflow import CallState, TelcoflowClient, TelcoflowClientConfig
 from telcoflow.testing import CallInbox
 
-__all__ = ["WAIT", "CallInbox", "live_task_names", "serving"]
+__all__ = ["WAIT", "CallInbox", "live_task_names", "serving", "state_of"]
 
 #: Every wait in a test is bounded by this; a test that hits it fails instead of hanging.
 WAIT = 10.0
@@ -33,10 +34,23 @@ def live_task_names() -> list[str]:
                 for child in nursery.child_tasks:
                     yield from walk(child)
 
-        return [t.name for t in walk(trio.lowlevel.current_root_task())]
+        root = trio.lowlevel.current_root_task()
+        assert root is not None, "called from a running trio loop"
+        return [t.name for t in walk(root)]
     import asyncio
 
     return [t.get_name() for t in asyncio.all_tasks() if not t.done()]
+
+
+class _HasState(Protocol):
+    @property
+    def state(self) -> CallState: ...
+
+
+def state_of(call: _HasState) -> CallState:
+    """``call.state`` (an ``ActiveCall``'s or a ``SimCall``'s), read afresh: after an ``assert
+    call.state is ...`` mypy keeps the narrowed state across an ``await`` that changes it."""
+    return call.state
 
 
 @asynccontextmanager

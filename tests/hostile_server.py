@@ -309,7 +309,7 @@ NOT_A_STRING: tuple[object, ...] = tuple(
 
 #: Odd values that are true, and false, as the official client reads ``ok`` (``bool()``).
 TRUTHY_ODD = ("no", "false", 1, -1, 1.5, [0], {"ok": False}, Lit("NaN"), Lit("1e400"))
-FALSY_ODD = (0, -0.0, "", [], {}, None, OMIT)
+FALSY_ODD: tuple[object, ...] = (0, -0.0, "", [], {}, None, OMIT)
 
 #: Text that is not a JSON object with a string ``type`` (or not JSON at all).
 NOT_JSON: tuple[str, ...] = (
@@ -451,7 +451,11 @@ def json_garbage(rng: random.Random, plane: str) -> Frame:
     if pick == 5:
         if plane == "control":
             kind = rng.choice(CLIENT_TYPES)
-            fields = {"sessionId": "ghost", "reqId": GHOST_REQ, "data": {"sampleRate": 24000}}
+            fields: dict[str, object] = {
+                "sessionId": "ghost",
+                "reqId": GHOST_REQ,
+                "data": {"sampleRate": 24000},
+            }
             return Frame("wrong-direction", control_message(kind, fields))
         return Frame("wrong-direction", message("command", {"command_id": "x"}))
     if pick == 6 and plane == "control":
@@ -669,10 +673,10 @@ def random_control_frame(
         wrong = _wrong_fields(rng, kind, CONTROL_TEMPLATES[kind], "control")
         return Frame(f"wrong-fields:{kind}", wrong)
     if pick == 2:
-        sm = rng.choice(("again", "", "a" * 300, None, 5, [], "\ud800"))
+        sm: object = rng.choice(("again", "", "a" * 300, None, 5, [], "\ud800"))
         return Frame("setup.done-again", control_message("setup.done", {"smWsId": sm}))
     if pick == 3:
-        code = rng.choice(("X", "", "a" * 250, "RATE_LIMITED", 5, None))
+        code: object = rng.choice(("X", "", "a" * 250, "RATE_LIMITED", 5, None))
         return Frame("error-frame", control_message("error", {"code": code, "message": "hostile"}))
     if pick == 4:
         sid = rng.choice(("nobody", "", "a" * 256, live_session_id + "x", live_session_id.upper()))
@@ -870,7 +874,7 @@ def random_command_response(rng: random.Random, command_ids: Sequence[str]) -> F
     if pick == 3:
         return Frame("response-odd-result", _command_response(known, result=rng.choice(ODD_VALUES)))
     if pick == 4:
-        code = rng.choice(
+        code: object = rng.choice(
             ("TIMEOUT", "CALL_TERMINATED", "INVALID_STATE", "", "a" * 300, "NEW_CODE", 7, [])
         )
         return Frame(
@@ -879,7 +883,7 @@ def random_command_response(rng: random.Random, command_ids: Sequence[str]) -> F
     if pick == 5:
         return Frame("response-missing-field", message("command_response", {"command_id": known}))
     if pick == 6:
-        data = rng.choice((OMIT, None, [], "x", 5))
+        data: object = rng.choice((OMIT, None, [], "x", 5))
         return Frame("response-odd-data", dump({"type": "command_response", "data": data}))
     # Only the two fields the official client needs: everything else missing.
     return Frame(
@@ -924,7 +928,7 @@ def random_call_event(rng: random.Random) -> Frame:
     ``call.error`` of all shapes. None of them ends a call."""
     pick = rng.randrange(5)
     if pick == 0:
-        event = rng.choice(("call.unknown", "", "a" * 300, *TERMINATED_LOOKALIKES))
+        event: object = rng.choice(("call.unknown", "", "a" * 300, *TERMINATED_LOOKALIKES))
         return Frame("call_event-unknown", message("call_event", {"event": event}))
     if pick == 1:
         event = rng.choice(TERMINATED_LOOKALIKES)
@@ -1290,7 +1294,7 @@ def hostile_responder(rng: random.Random) -> Responder:
                 await session.respond(cmd.command_id, False, error_code="INVALID_STATE")
                 count("response-duplicate", "media")
             elif pick == 3:
-                success = rng.choice(("yes", "", 0, 1, [], None))
+                success: object = rng.choice(("yes", "", 0, 1, [], None))
                 await session.conn.send(_command_response(cmd.command_id, success=success))
                 count("response-odd-success", "media")
             elif pick == 4:
@@ -1300,8 +1304,8 @@ def hostile_responder(rng: random.Random) -> Responder:
                 await session.conn.send(_command_response(cmd.command_id.upper()))
                 count("response-wrong-id", "media")
             elif pick == 6:
-                code = rng.choice((5, [], {"c": 1}, True))
-                wire = _command_response(cmd.command_id, success=False, error_code=code)
+                odd_code: object = rng.choice((5, [], {"c": 1}, True))
+                wire = _command_response(cmd.command_id, success=False, error_code=odd_code)
                 await session.conn.send(wire)
                 count("response-odd-error-code", "media")
             # 7, 8: no answer at all; the client's command times out.

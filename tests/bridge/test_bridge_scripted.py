@@ -16,6 +16,7 @@ import pytest
 from telcoflow import TelcoflowClient, TelcoflowClientConfig
 from telcoflow.bridge import (
     BridgeResult,
+    ModelAdapter,
     ScriptedModel,
     bridge,
     end_call,
@@ -58,7 +59,7 @@ async def run_bridge(
     sandbox: Sandbox,
     make_config: Callable[..., TelcoflowClientConfig],
     spec: CallSpec,
-    model: ScriptedModel,
+    model: ModelAdapter,
     *,
     rate: int = 24000,
     client_options: dict[str, Any] | None = None,

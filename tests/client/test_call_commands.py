@@ -7,7 +7,7 @@ own (not imported from the SDK) so that the SDK and the sandbox are both checked
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -61,6 +61,18 @@ MODE_OF = {
     "agent.barge": AgentMode.BARGE,
     "agent.spy": AgentMode.SPY,
 }
+
+
+class _HasAgentMode(Protocol):
+    @property
+    def agent_mode(self) -> AgentMode | None: ...
+
+
+def mode_of(call: _HasAgentMode) -> AgentMode | None:
+    """``call.agent_mode`` (an ``ActiveCall``'s or a ``SimCall``'s) unnarrowed: after an ``assert
+    call.agent_mode is None`` mypy would keep that type across the ``await`` that changes it."""
+    return call.agent_mode
+
 
 #: A callee that picks up at once, so that reaching CONNECTED is quick.
 QUICK_CALLEE = CallSpec(callee=CalleeSpec(answer_after_s=0.05))
@@ -324,8 +336,8 @@ async def test_agent_mode_follows_each_mode_command_on_both_sides(
     sim = await sandbox.create_call(QUICK_CALLEE)
     call = await inbox.next()
     await call.answer()
-    assert call.agent_mode is None
-    assert sim.agent_mode is None
+    assert mode_of(call) is None
+    assert mode_of(sim) is None
     await call.connect(ring_time_seconds=2)
     assert call.agent_mode is AgentMode.BARGE
     assert sim.agent_mode is AgentMode.BARGE
@@ -723,7 +735,9 @@ async def test_caller_hangup_while_the_callee_rings_ends_the_connect(
     async with anyio.create_task_group() as tg:
         tg.start_soon(connect)
         with anyio.fail_after(WAIT):
-            await sim.wait_for(lambda c: c.commands and c.commands[-1]["command"] == "call.connect")
+            await sim.wait_for(
+                lambda c: bool(c.commands) and c.commands[-1]["command"] == "call.connect"
+            )
         await sim.hangup_caller()
     assert len(outcome) == 1
     with anyio.fail_after(WAIT):

@@ -281,7 +281,7 @@ async def test_a_reader_fed_a_flood_at_once_lets_others_run(kind: str) -> None:
     reader from letting the event loop run the other calls: counted in turns, not seconds."""
     from wsproto import ConnectionType, WSConnection
 
-    from telcoflow._core import MediaProtocol, Role
+    from telcoflow._core import AudioFrame, MediaProtocol, Role
     from telcoflow._net import WebSocketConnection, open_link
     from telcoflow._net._frames import OP_BINARY, encode_data_frame
 
@@ -300,6 +300,7 @@ async def test_a_reader_fed_a_flood_at_once_lets_others_run(kind: str) -> None:
         async with open_link(conn, proto.receive, logger=logging.getLogger("test")) as link:
             async for frame in link:
                 seen += 1
+                assert isinstance(frame, AudioFrame)  # a flood of binary frames: audio only
                 if len(frame.pcm) == 2:  # the marker: the whole flood is in
                     break
             seen += link.bad_frames - 1

@@ -890,11 +890,16 @@ async def test_a_call_notified_to_two_clients_is_taken_by_one() -> None:
                 offer = server.new_offer()
                 for control in controls:
                     await server.notify(control, offer)
-                await wait_until(lambda offer=offer: len(offer.claims) == 2)
+
+                def claimed_twice(offer: Offer = offer) -> bool:
+                    return len(offer.claims) == 2
+
+                def delivered_once(offer: Offer = offer) -> bool:
+                    return sum(offer.call_id in h.delivered for h in harnesses) == 1
+
+                await wait_until(claimed_twice)
                 await server.next_media()
-                await wait_until(
-                    lambda offer=offer: sum(offer.call_id in h.delivered for h in harnesses) == 1
-                )
+                await wait_until(delivered_once)
             await wait_until(
                 lambda: (
                     count_tasks("TelcoflowClient._run_inbound")

@@ -60,7 +60,7 @@ def recorded_tokens(monkeypatch: pytest.MonkeyPatch) -> Secrets:
         minted.add(token)
         return token
 
-    monkeypatch.setattr(switchboard.secrets, "token_urlsafe", token_urlsafe)
+    monkeypatch.setattr(f"{switchboard.__name__}.secrets.token_urlsafe", token_urlsafe)
     return minted
 
 
@@ -298,6 +298,7 @@ async def test_connect_timeout_equal_to_the_ring_time_yields_the_ring_outcome(
                     event := proto.receive(await conn.receive()), CommandCompleted
                 ):
                     pass
+            assert isinstance(event, CommandCompleted)  # what the loop waited for: for mypy
             assert event.command is Command.CONNECT
             assert event.response.error_code == "CALL_UNANSWERED"
     finally:

@@ -8,7 +8,7 @@ import pytest
 from telcoflow import CallState, events
 from telcoflow.sandbox import Sandbox, tone_level
 
-from ..helpers import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox, state_of
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +33,7 @@ async def test_answer_echo_connect_close(sandbox: Sandbox, inbox: CallInbox) -> 
             if chunks == 25:
                 break
     await call.connect(ring_time_seconds=5)
-    assert call.state is CallState.CONNECTED
+    assert state_of(call) is CallState.CONNECTED
     await call.close()
     with anyio.fail_after(WAIT):
         assert await call.wait_terminated() == "agent_close"

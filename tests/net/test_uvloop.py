@@ -30,7 +30,7 @@ from telcoflow.sandbox import Sandbox, SimCall, tone_level
 
 from ..client.test_cancellation import agent_gone, nothing_left_behind, open_fds, run_cancelled
 from ..client.test_client_lifecycle import client_sockets, sdk_tasks
-from ..helpers import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox, state_of
 from .test_tls import _take_a_call
 
 uvloop = pytest.importorskip("uvloop")
@@ -111,7 +111,7 @@ async def test_a_client_takes_a_call_with_echo_audio(sandbox: Sandbox, inbox: Ca
             if chunks == 25:
                 break
     await call.connect(ring_time_seconds=5)
-    assert call.state is CallState.CONNECTED
+    assert state_of(call) is CallState.CONNECTED
     await call.close()
     with anyio.fail_after(WAIT):
         assert await call.wait_terminated() == "agent_close"

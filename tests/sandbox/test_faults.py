@@ -21,7 +21,7 @@ from telcoflow import (
 )
 from telcoflow.sandbox import CalleeSpec, Sandbox
 
-from ..helpers import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox, state_of
 
 pytestmark = pytest.mark.anyio
 
@@ -125,7 +125,7 @@ async def test_failed_response_leaves_state(sandbox: Sandbox, inbox: CallInbox) 
     assert call.state is CallState.PENDING
     assert sim.state is CallState.PENDING
     await call.answer()
-    assert call.state is CallState.ANSWERED
+    assert state_of(call) is CallState.ANSWERED
     with anyio.fail_after(WAIT):
         await failed.wait()
     assert payloads == [info.value]

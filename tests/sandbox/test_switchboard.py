@@ -132,7 +132,7 @@ async def test_a_call_is_notified_to_every_connection_and_the_first_claim_binds(
     sandbox: Sandbox,
 ) -> None:
     async with raw_agent(sandbox) as a, raw_agent(sandbox) as b:
-        sim = await sandbox.create_call(**{"from_number": "+6511112222"})
+        sim = await sandbox.create_call(from_number="+6511112222")
         note_a, note_b = await a.next(SessionNotify), await b.next(SessionNotify)
         assert note_a == note_b
         assert (note_a.channel, note_a.activity) == ("TELCO", "NEW_INCOMING_CALL")
