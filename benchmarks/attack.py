@@ -2,11 +2,11 @@
 process, while 20 real-time echo calls run on it.
 
 Each attack below was a defect of the sandbox, fixed since and provoked singly by
-``tests/test_hardening_sandbox.py`` (and ``tests/test_security.py``). A test shows a defence holds
-alone; a sandbox that others depend on must also hold when they all come together, while it keeps
-real time for the calls it carries. This script measures exactly that, in three windows:
-*baseline* (calls only), *attack* (calls and every attack at once) and *recovery* (calls only
-again). Per window it reports:
+``tests/sandbox/test_hardening_sandbox.py`` (and ``tests/client/test_security.py``). A test
+shows a defence holds alone; a sandbox that others depend on must also hold when they all come
+together, while it keeps real time for the calls it carries. This script measures exactly
+that, in three windows: *baseline* (calls only), *attack* (calls and every attack at once) and
+*recovery* (calls only again). Per window it reports:
 
 - the 20 calls' ``underrun_ms`` growth (sum, max, calls affected; ``GET /sandbox/calls``: playout
   time with the agent's buffer empty, a gap the caller heard), the share of real-time audio they

@@ -13,7 +13,8 @@ that buffer is over ``WRITE_HIGH_WATER``. TLS is anyio's ``TLSStream`` over eith
 
 Under uvloop the same asyncio classes run over uvloop's transports, which have the methods of
 ``asyncio.Transport`` (reading paused and resumed, write buffer limits, a ``close`` that flushes
-first) without being instances of it; the invariants above hold there too (tests/test_uvloop.py).
+first) without being instances of it; the invariants above hold there too
+(tests/net/test_uvloop.py).
 """
 
 from __future__ import annotations
