@@ -29,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import sys
@@ -266,6 +267,7 @@ class _Bridge:
         self._farewell_started = anyio.Event()
         self._farewell_generated = anyio.Event()
         self._carry = b""
+        self._carry_of: tuple[str, int] | None = None
         self._heard_when_dropped: dict[str, int] = {}
         self._transcripts_in, self._transcripts_out = anyio.create_memory_object_stream[Turn](
             MAX_PENDING_TRANSCRIPTS
@@ -279,11 +281,42 @@ class _Bridge:
 
     async def run(self) -> BridgeResult:
         try:
+            # The transcript hook runs outside the conversation's task group: when the call
+            # ends it still gets the turns queued for it (bounded by close_timeout).
+            async with anyio.create_task_group() as outer:
+                if self.on_transcript is not None:
+                    outer.start_soon(self._publish_loop)
+                try:
+                    await self._converse()
+                finally:
+                    self._transcripts_in.close()  # the hook drains what is queued, then ends
+                    outer.cancel_scope.deadline = anyio.current_time() + self.close_timeout
+        except BaseExceptionGroup as group:
+            _raise_single(group)
+        finally:
+            self._transcripts_out.close()
+            with anyio.move_on_after(self.close_timeout, shield=True) as scope:
+                try:
+                    await self.model.aclose()
+                except Exception:
+                    logger.warning(
+                        "call %s: closing the model failed", self.call.call_id, exc_info=True
+                    )
+            if scope.cancelled_caught:
+                logger.warning(
+                    "call %s: the model session did not close within %g s; abandoned",
+                    self.call.call_id,
+                    self.close_timeout,
+                )
+        return BridgeResult(
+            self.transcript.result(), self.stats, self.ended_by or "call", self.reason
+        )
+
+    async def _converse(self) -> None:
+        try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._watch_call)
-                if self.on_transcript is not None:
-                    tg.start_soon(self._publish_loop)
                 tg.start_soon(self._uplink)
                 if self.answer:
                     tg.start_soon(self._answer)
@@ -304,25 +337,6 @@ class _Bridge:
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             _raise_single(group)
-        finally:
-            self._transcripts_in.close()
-            self._transcripts_out.close()
-            with anyio.move_on_after(self.close_timeout, shield=True) as scope:
-                try:
-                    await self.model.aclose()
-                except Exception:
-                    logger.warning(
-                        "call %s: closing the model failed", self.call.call_id, exc_info=True
-                    )
-            if scope.cancelled_caught:
-                logger.warning(
-                    "call %s: the model session did not close within %g s; abandoned",
-                    self.call.call_id,
-                    self.close_timeout,
-                )
-        return BridgeResult(
-            self.transcript.result(), self.stats, self.ended_by or "call", self.reason
-        )
 
     async def _watch_call(self) -> None:
         reason = await self.call.wait_terminated()
@@ -395,15 +409,16 @@ class _Bridge:
     # --- model → caller ----------------------------------------------------------------------
 
     async def _read(self) -> None:
-        events = self.model.events()
+        events: Any = None
         try:
+            events = self.model.events()
             async for event in events:
                 if await self._on_event(event):
                     return
         except Exception as exc:
             self._model_lost(f"{type(exc).__name__}: {exc}")
         finally:  # an async generator left suspended would be closed by the GC, too late
-            aclose = getattr(events, "aclose", None)
+            aclose = getattr(events, "aclose", None) if events is not None else None
             if aclose is not None:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self.close_timeout):
                     try:
@@ -473,9 +488,11 @@ class _Bridge:
             self._farewell_started.set()
         pcm = event.pcm
         if self._carry:  # an odd byte of the last delta: whole samples only
-            pcm, self._carry = self._carry + pcm, b""
+            if self._carry_of == (item, event.rate):
+                pcm = self._carry + pcm
+            self._carry = b""  # never into another answer or rate: it would shift every sample
         if len(pcm) & 1:
-            pcm, self._carry = pcm[:-1], pcm[-1:]
+            pcm, self._carry, self._carry_of = pcm[:-1], pcm[-1:], (item, event.rate)
         self.ledger.generated(item, len(pcm), event.rate)
         if self._down is None or self._down.from_rate != event.rate:
             tail = self._down.flush() if self._down is not None else b""
@@ -496,6 +513,7 @@ class _Bridge:
         self.transcript.agent_started(item, self._now())
 
     async def _generation_done(self, item: str) -> None:
+        self._carry = b""  # half a sample at the end of an answer: dropped
         if item in self._dropped or item in self._generated:
             return
         self._generated.add(item)
@@ -713,8 +731,8 @@ class _Bridge:
         up the reader (audio, barge-in)."""
         if self.on_transcript is None:
             return
-        try:
-            self._transcripts_in.send_nowait(turn)
+        try:  # a copy: the hook runs later, when the live turn may have changed
+            self._transcripts_in.send_nowait(dataclasses.replace(turn))
         except anyio.WouldBlock:
             logger.warning(
                 "call %s: on_transcript is %d turns behind: a turn not reported",
@@ -723,15 +741,17 @@ class _Bridge:
             )
 
     async def _publish_loop(self) -> None:
+        async for turn in self._transcripts_out:
+            await self._report(turn)
+
+    async def _report(self, turn: Turn) -> None:
         assert self.on_transcript is not None
-        async with self._transcripts_out:
-            async for turn in self._transcripts_out:
-                try:
-                    out = self.on_transcript(turn)
-                    if inspect.isawaitable(out):
-                        await out
-                except Exception:
-                    logger.exception("call %s: on_transcript raised", self.call.call_id)
+        try:
+            out = self.on_transcript(turn)
+            if inspect.isawaitable(out):
+                await out
+        except Exception:
+            logger.exception("call %s: on_transcript raised", self.call.call_id)
 
 
 def _raise_single(group: BaseExceptionGroup[BaseException]) -> None:

@@ -28,7 +28,7 @@ from telcoflow.bridge import (
     TurnDone,
     end_call,
 )
-from telcoflow.sandbox import CallSpec, Sandbox, tone_pcm
+from telcoflow.sandbox import CallSpec, Sandbox, tone_level, tone_pcm
 from telcoflow.testing import tone_seconds
 
 from .test_bridge_scripted import CALLER_HZ, FIRST_HZ, run_bridge, spans, speech
@@ -161,3 +161,56 @@ async def test_the_model_events_are_closed_when_the_call_ends(
     await run_bridge(sandbox, make_config, spec, model, greeting=True)
     assert model.events_closed
     gc.collect()
+
+
+class TwoAnswers(MidTurnTool):
+    """A first answer ending on a stray byte, then a second answer (no tools)."""
+
+    async def events(self) -> AsyncIterator[ModelEvent]:
+        try:
+            await self._receive.receive()
+            pcm = tone_pcm(FIRST_HZ, 24000, 0.5) + b"\x00"  # ends with half a sample
+            yield AudioDelta(pcm, 24000, "turn_1")
+            yield GenerationDone("turn_1")
+            async for e in self._speak(FAREWELL_HZ, 1.0, "turn_2"):
+                yield e
+            yield GenerationDone("turn_2")
+            await anyio.sleep_forever()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return
+
+
+async def test_a_stray_byte_at_the_end_of_an_answer_never_shifts_the_next(
+    sandbox: Sandbox, make_config: Callable[..., TelcoflowClientConfig]
+) -> None:
+    # Before: the odd byte was put in front of the next answer, which then played as noise
+    # (tone level 0.25 -> 0.03 at full-scale RMS); a tone detector at 0.02 still "heard" it.
+    spec = CallSpec(caller=speech(24000, (False, 4.0)), caller_hangup_after_s=2.5)
+    sim, _, _ = await run_bridge(
+        sandbox, make_config, spec, TwoAnswers(same_item=False), greeting=True
+    )
+    second = [
+        w
+        for a, b in spans(sim, "caller", FAREWELL_HZ)
+        for w in [sim.recording("caller")[int(a * 48000) : int(b * 48000)]]
+    ]
+    assert second
+    assert max(tone_level(w, 24000, FAREWELL_HZ) for w in second) > 0.2  # a clean tone
+
+
+async def test_every_turn_of_the_result_reaches_a_slow_hook(
+    sandbox: Sandbox, make_config: Callable[..., TelcoflowClientConfig]
+) -> None:
+    # Before: turns still queued for the hook when the call ended were thrown away.
+    seen: list[str] = []
+
+    async def hook(turn: Turn) -> None:
+        await anyio.sleep(0.8)
+        seen.append(turn.role)
+
+    spec = CallSpec(caller=speech(24000, (True, 0.4), (False, 3.0)), caller_hangup_after_s=2.0)
+    _, result, _ = await run_bridge(
+        sandbox, make_config, spec, ScriptedModel(), on_transcript=hook, close_timeout=3.0
+    )
+    assert [t.role for t in result.transcript] == ["user", "agent"]
+    assert seen[-1:] == ["agent"]  # the last turn was reported after the call ended
