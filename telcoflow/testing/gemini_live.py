@@ -73,6 +73,7 @@ from ._gemini_wire import (
     parse_target,
     read_setup,
 )
+from ._serving import close_listener
 
 if TYPE_CHECKING:
     from google import genai
@@ -267,7 +268,7 @@ class GeminiLiveStandIn:
             tcp = await open_listener("127.0.0.1", 0)
             self.port = int(tcp.extra(anyio.abc.SocketAttribute.local_address)[1])
             listener = _QuietTLSListener(tcp, context, standard_compatible=False)
-            stack.push_async_callback(_close_listener, listener)
+            stack.push_async_callback(close_listener, listener)
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             tg.start_soon(self._serve, listener)
@@ -736,8 +737,3 @@ def _first_chunk(chunks: Any) -> dict[str, Any] | None:
 
 async def _sleep_until(deadline: float) -> None:
     await anyio.sleep(max(0.0, deadline - anyio.current_time()))
-
-
-async def _close_listener(listener: anyio.abc.Listener[Any]) -> None:
-    with anyio.CancelScope(shield=True):
-        await listener.aclose()

@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -40,6 +41,7 @@ import anyio.abc
 from .._net import ConnectFailed, ConnectionClosed, ServerHandshake, open_listener
 from .._net import WebSocketConnection as _Connection
 from ._engine import DEFAULT_SCRIPT, Answer, Response, ScriptedConversation
+from ._serving import close_listener
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -841,8 +843,7 @@ class OpenAIRealtimeStandIn:
         #: Upgrades refused: ``(status, path)``.
         self.rejected: list[tuple[int, str]] = []
         self._changed = anyio.Event()
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._listener: anyio.abc.Listener[Any] | None = None
+        self._stack: AsyncExitStack | None = None
 
     @property
     def base_url(self) -> str:
@@ -870,14 +871,20 @@ class OpenAIRealtimeStandIn:
         return self.sessions[want]
 
     async def __aenter__(self) -> OpenAIRealtimeStandIn:
-        if self._tg is not None:
+        if self._stack is not None:
             raise RuntimeError("this stand-in is already running")
-        listener = await open_listener(self.host, self.port)
-        self.port = int(listener.extra(anyio.abc.SocketAttribute.local_address)[1])
-        tg = anyio.create_task_group()
-        await tg.__aenter__()
-        self._listener, self._tg = listener, tg
-        tg.start_soon(listener.serve, self._handle)
+        stack = AsyncExitStack()
+        try:
+            listener = await open_listener(self.host, self.port)
+            stack.push_async_callback(close_listener, listener)
+            self.port = int(listener.extra(anyio.abc.SocketAttribute.local_address)[1])
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            tg.start_soon(listener.serve, self._handle)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
         return self
 
     async def __aexit__(
@@ -890,17 +897,9 @@ class OpenAIRealtimeStandIn:
 
     async def aclose(self) -> None:
         """Close every connection (1001) and stop serving; idempotent."""
-        tg, self._tg = self._tg, None
-        listener, self._listener = self._listener, None
-        if tg is None:
-            return
-        tg.cancel_scope.cancel()
-        try:
-            await tg.__aexit__(None, None, None)
-        finally:
-            if listener is not None:
-                with anyio.CancelScope(shield=True):
-                    await listener.aclose()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
 
     async def _handle(self, stream: anyio.abc.ByteStream) -> None:
         conn: _Connection | None = None
