@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from telcoflow import TelcoflowClient, TelcoflowClientConfig
+from telcoflow import CallState, TelcoflowClient, TelcoflowClientConfig
 from telcoflow.bridge import (
     BridgeResult,
     ModelAdapter,
@@ -72,8 +72,13 @@ async def run_bridge(
             call = await inbox.next()
             with anyio.fail_after(WAIT + 10):
                 result = await bridge(call, model, **options)
-            with anyio.fail_after(WAIT):  # over for the agent (a transfer leaves the others)
-                await sim.wait_for(lambda c: c.ended_reason is not None or c.agent is None)
+            with anyio.fail_after(WAIT):  # ended, or left by the agent (a transfer)
+                await sim.wait_for(
+                    lambda c: (
+                        c.ended_reason is not None
+                        or (c.agent is None and c.state is CallState.CONNECTED)
+                    )
+                )
     return sim, result, call
 
 

@@ -15,11 +15,10 @@ import anyio
 import pytest
 from google.genai import types
 
-from telcoflow import TelcoflowClient, TelcoflowClientConfig
+from telcoflow import TelcoflowClientConfig
 from telcoflow.bridge import (
     AgentTranscript,
     AudioDelta,
-    BridgeResult,
     GenerationDone,
     ModelError,
     ModelEvent,
@@ -34,19 +33,20 @@ from telcoflow.bridge import (
     TurnDone,
     Usage,
     UserTranscript,
-    bridge,
     end_call,
     tool,
 )
 from telcoflow.bridge.gemini import DEFAULT_MODEL, GeminiLiveAdapter
-from telcoflow.sandbox import CallSpec, Sandbox, SimCall, Voice, tone_level, tone_pcm, write_wav
-from telcoflow.testing import CallInbox, tone_seconds
+from telcoflow.sandbox import CallSpec, Sandbox, tone_level
+from telcoflow.testing import tone_seconds
 from telcoflow.testing._engine import Answer, tone16
 from telcoflow.testing.gemini_live import GeminiLiveStandIn
 
+from ..helpers import WAIT
+from .test_bridge_scripted import run_bridge, speech
+
 pytestmark = pytest.mark.anyio
 
-WAIT = 10.0
 E = TypeVar("E")
 
 THREE = (
@@ -548,45 +548,17 @@ async def test_trio_is_refused_at_once(anyio_backend: str) -> None:
 CALLER_HZ = 440
 
 
-def caller_voice(rate: int, *parts: tuple[bool, float]) -> Voice:
-    """A caller who talks (440 Hz) and pauses as given, then is quiet."""
-    pcm = b"".join(
-        tone_pcm(CALLER_HZ, rate, s) if talk else bytes(2 * int(rate * s)) for talk, s in parts
-    )
-    return Voice.from_wav(write_wav(pcm, rate), loop=False)
-
-
-async def bridge_call(
-    sandbox: Sandbox,
-    make_config: Callable[..., TelcoflowClientConfig],
-    spec: CallSpec,
-    adapter: GeminiLiveAdapter,
-    *,
-    rate: int,
-    **options: Any,
-) -> tuple[SimCall, BridgeResult]:
-    async with TelcoflowClient(make_config(sample_rate=rate)) as client:
-        with CallInbox(client) as inbox:
-            sim = await sandbox.create_call(spec)
-            call = await inbox.next()
-            with anyio.fail_after(WAIT + 10):
-                result = await bridge(call, adapter, **options)
-            with anyio.fail_after(WAIT):
-                await sim.wait_for(lambda c: c.ended_reason is not None)
-    return sim, result
-
-
 async def test_bridge_three_turns_at_8khz(
     sandbox: Sandbox, make_config: Callable[..., TelcoflowClientConfig]
 ) -> None:
     rate = 8000
-    caller = caller_voice(
+    caller = speech(
         rate, (True, 0.4), (False, 1.4), (True, 0.4), (False, 1.4), (True, 0.4), (False, 1.6)
     )
     spec = CallSpec(caller=caller, caller_hangup_after_s=5.8)
     async with GeminiLiveStandIn(script=THREE) as standin:
         adapter = GeminiLiveAdapter(standin.client())
-        sim, result = await bridge_call(sandbox, make_config, spec, adapter, rate=rate)
+        sim, result, _ = await run_bridge(sandbox, make_config, spec, adapter, rate=rate)
         await standin.wait_for(lambda: standin.connections[0].closed)
     conn = standin.connections[0]
     # The model heard the caller at 16 kHz, declared so, pitch kept.
@@ -611,7 +583,7 @@ async def test_bridge_greeting_resumption_and_end_call(
         Answer(660.0, 0.6, "Hello!"),
         Answer(880.0, 0.8, "Goodbye!", tool=("end_call", {"reason": "done"})),
     )
-    caller = caller_voice(24000, (False, 2.2), (True, 0.4), (False, 6.0))
+    caller = speech(24000, (False, 2.2), (True, 0.4), (False, 6.0))
     spec = CallSpec(caller=caller, caller_hangup_after_s=9.0)
     adapter = GeminiLiveAdapter(standin.client())
 
@@ -621,7 +593,7 @@ async def test_bridge_greeting_resumption_and_end_call(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(go_away_after_the_greeting)
-        sim, result = await bridge_call(
+        sim, result, _ = await run_bridge(
             sandbox, make_config, spec, adapter, rate=24000, greeting=True, tools=[end_call]
         )
     first, second = standin.connections
@@ -656,11 +628,11 @@ async def test_bridge_cancels_the_tool_gemini_cancels_and_sends_it_no_result(
         Answer(660.0, 0.4, "Found it.", tool=("slow_lookup", {"q": "x"})),
         Answer(770.0, 0.4, "Anything else?"),
     )
-    caller = caller_voice(24000, (True, 0.4), (False, 0.8), (True, 0.4), (False, 2.0))
+    caller = speech(24000, (True, 0.4), (False, 0.8), (True, 0.4), (False, 2.0))
     spec = CallSpec(caller=caller, caller_hangup_after_s=4.0)
     async with GeminiLiveStandIn(script=script) as standin:
         adapter = GeminiLiveAdapter(standin.client())
-        sim, result = await bridge_call(
+        sim, result, _ = await run_bridge(
             sandbox, make_config, spec, adapter, rate=24000, tools=[slow_lookup]
         )
         conn = standin.connections[0]

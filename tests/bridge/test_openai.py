@@ -18,11 +18,10 @@ import pytest
 from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
-from telcoflow import TelcoflowClient, TelcoflowClientConfig
+from telcoflow import TelcoflowClientConfig
 from telcoflow.bridge import (
     AgentTranscript,
     AudioDelta,
-    BridgeResult,
     GenerationDone,
     ModelError,
     ModelEvent,
@@ -36,18 +35,18 @@ from telcoflow.bridge import (
     TurnDone,
     Usage,
     UserTranscript,
-    bridge,
     end_call,
     tool,
 )
 from telcoflow.bridge.openai import OpenAIRealtimeAdapter, RealtimeNormaliser, session_body
 from telcoflow.exceptions import WSSConnectionError
-from telcoflow.sandbox import CallSpec, Sandbox, SimCall, Voice, tone_level, tone_pcm, write_wav
-from telcoflow.testing import CallInbox, tone_seconds
+from telcoflow.sandbox import CallSpec, Sandbox, tone_level
+from telcoflow.testing import tone_seconds
 from telcoflow.testing._engine import Answer, tone16
 from telcoflow.testing.openai_realtime import OpenAIRealtimeStandIn, RealtimeSession
 
 from ..helpers import WAIT
+from .test_bridge_scripted import run_bridge, speech
 
 pytestmark = pytest.mark.anyio
 
@@ -620,44 +619,16 @@ async def test_refuses_trio_at_once() -> None:
 CALLER_HZ = 440
 
 
-def caller_voice(rate: int, *parts: tuple[bool, float]) -> Voice:
-    """A caller who talks (440 Hz) and pauses as given, then is quiet."""
-    pcm = b"".join(
-        tone_pcm(CALLER_HZ, rate, s) if talk else bytes(2 * int(rate * s)) for talk, s in parts
-    )
-    return Voice.from_wav(write_wav(pcm, rate), loop=False)
-
-
-async def bridge_call(
-    sandbox: Sandbox,
-    make_config: Callable[..., TelcoflowClientConfig],
-    spec: CallSpec,
-    adapter: OpenAIRealtimeAdapter,
-    *,
-    rate: int,
-    **options: Any,
-) -> tuple[SimCall, BridgeResult]:
-    async with TelcoflowClient(make_config(sample_rate=rate)) as client:
-        with CallInbox(client) as inbox:
-            sim = await sandbox.create_call(spec)
-            call = await inbox.next()
-            with anyio.fail_after(WAIT + 10):
-                result = await bridge(call, adapter, **options)
-            with anyio.fail_after(WAIT):
-                await sim.wait_for(lambda c: c.ended_reason is not None)
-    return sim, result
-
-
 async def test_bridge_barge_in_truncates_at_what_the_caller_heard(
     sandbox: Sandbox, make_config: Callable[..., TelcoflowClientConfig]
 ) -> None:
     rate = 8000
     script = (Answer(660.0, 1.5, "A first answer."), Answer(770.0, 0.8, "Second answer."))
-    caller = caller_voice(rate, (True, 0.5), (False, 1.2), (True, 0.4), (False, 2.4))
+    caller = speech(rate, (True, 0.5), (False, 1.2), (True, 0.4), (False, 2.4))
     spec = CallSpec(caller=caller, caller_hangup_after_s=4.6)
     async with OpenAIRealtimeStandIn(script) as s:
         adapter = OpenAIRealtimeAdapter(api_key=s.api_key, base_url=s.base_url)
-        sim, result = await bridge_call(sandbox, make_config, spec, adapter, rate=rate)
+        sim, result, _ = await run_bridge(sandbox, make_config, spec, adapter, rate=rate)
         with anyio.fail_after(WAIT):
             await s.wait_for(lambda: s.sessions[0].closed)
     session = s.sessions[0]
@@ -698,11 +669,11 @@ async def test_bridge_greeting_tool_and_end_call(
         Answer(550.0, 0.6, "It is sunny.", tool=("weather", {"city": "Paris"})),
         Answer(880.0, 0.8, "Goodbye!", tool=("end_call", {"reason": "done"})),
     )
-    caller = caller_voice(24000, (False, 1.4), (True, 0.4), (False, 2.0), (True, 0.4), (False, 6))
+    caller = speech(24000, (False, 1.4), (True, 0.4), (False, 2.0), (True, 0.4), (False, 6))
     spec = CallSpec(caller=caller, caller_hangup_after_s=10.0)
     async with OpenAIRealtimeStandIn(script) as s:
         adapter = OpenAIRealtimeAdapter(api_key=s.api_key, base_url=s.base_url)
-        sim, result = await bridge_call(
+        sim, result, _ = await run_bridge(
             sandbox,
             make_config,
             spec,
