@@ -20,8 +20,9 @@ generator, and the odd values of each answer come from a ``random.Random(session
 replayed from a seed is answered the same way. Those sessions' ``call.in`` never names a usable
 media URL: whatever the client does with them, no call of theirs can be delivered.
 
-Hand-made wire bytes (raw frames: bad framing, fragments, pings) go to the connection's socket
-between two of the connection's own writes (:class:`SerialStream`), never into its buffers.
+Hand-made wire bytes (raw frames: bad framing, fragments, pings) go out through the connection's
+one sanctioned door for them, :meth:`WebSocketConnection.send_raw`, between two of its own whole
+frames, so its write accounting stays exact.
 
 Every frame comes from a ``random.Random(seed)``, so a failing seed reproduces; every hostile input
 sent is counted in :data:`SENT` by kind and in :data:`PLANES` by plane. Every token and key made
@@ -109,7 +110,6 @@ __all__ = [
     "MediaSession",
     "Offer",
     "Responder",
-    "SerialStream",
     "audio_flood",
     "control_garbage",
     "control_message",
@@ -1042,49 +1042,6 @@ def ending_media_frames() -> list[tuple[Frame, str | None]]:
     return frames
 
 
-# --- a byte stream whose writes can be shared ----------------------------------------------------
-
-
-class SerialStream(anyio.abc.ByteStream):
-    """A socket stream whose writes are serialised, so that hand-made frames are written
-    between (never inside) the connection's own writes: a :class:`WebSocketConnection` writes
-    whole frames in each ``send``, and :meth:`send_raw` waits for the one in progress.
-
-    The connection over this stream never learns of the raw bytes: its own accounting (what it
-    queued and wrote) stays exact, unlike writing into its outgoing buffer would leave it.
-    """
-
-    def __init__(self, inner: anyio.abc.ByteStream) -> None:
-        self._inner = inner
-        self._lock = anyio.Lock(fast_acquire=True)
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        return await self._inner.receive(max_bytes)
-
-    async def send(self, item: bytes) -> None:
-        async with self._lock:
-            await self._inner.send(item)
-
-    async def send_raw(self, conn: WebSocketConnection, wire: bytes) -> None:
-        """Write ``wire`` as it is, between two of ``conn``'s writes."""
-        if conn.closed is not None:
-            raise conn.closed
-        try:
-            await self.send(wire)
-        except STREAM_ERRORS:
-            raise ConnectionClosed(1006, "raw write failed") from None
-
-    async def send_eof(self) -> None:
-        await self._inner.send_eof()
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    @property
-    def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
-        return self._inner.extra_attributes
-
-
 # --- the server -----------------------------------------------------------------------------------
 
 
@@ -1154,9 +1111,8 @@ class ControlSession:
 
     plane = "control"
 
-    def __init__(self, conn: WebSocketConnection, stream: SerialStream, sm_ws_id: str) -> None:
+    def __init__(self, conn: WebSocketConnection, sm_ws_id: str) -> None:
         self.conn = conn
-        self.stream = stream
         self.sm_ws_id = sm_ws_id
         self.proto = ControlProtocol(Role.SERVER)
         self.setup: Setup | None = None
@@ -1185,10 +1141,9 @@ class MediaSession:
 
     plane = "media"
 
-    def __init__(self, call_id: str, conn: WebSocketConnection, stream: SerialStream) -> None:
+    def __init__(self, call_id: str, conn: WebSocketConnection) -> None:
         self.call_id = call_id
         self.conn = conn
-        self.stream = stream
         self.responder: Responder | None = None
         #: With no responder, answer the agent's leaving (call.close, call.disconnect) and end
         #: the call, as the service does, instead of handing it to the test.
@@ -1474,7 +1429,7 @@ class HostileServer:
                         await conn.send_many(pending)
                         pending = []
                     assert isinstance(frame.payload, bytes)
-                    await target.stream.send_raw(conn, frame.payload)
+                    await conn.send_raw(frame.payload)
                 else:
                     pending.append(frame.payload)
                     if len(pending) >= batch:
@@ -1491,7 +1446,7 @@ class HostileServer:
     # --- connections ------------------------------------------------------------------------------
 
     async def _handle(self, socket: anyio.abc.ByteStream) -> None:
-        stream = SerialStream(socket)
+        stream = socket
         try:
             first = await stream.receive()
             if first[:1] == TLS_HANDSHAKE:  # a client speaking TLS to this plain server
@@ -1502,9 +1457,9 @@ class HostileServer:
             self.handshakes.append(target)
             path = target.split("?", 1)[0]
             if path == CONTROL_PATH:
-                await self._serve_control(handshake, stream)
+                await self._serve_control(handshake)
             elif path.startswith(MEDIA_PREFIX):
-                await self._serve_media(handshake, stream, path.removeprefix(MEDIA_PREFIX))
+                await self._serve_media(handshake, path.removeprefix(MEDIA_PREFIX))
             else:
                 await self._trap(stream, handshake, path)
         except (ConnectFailed, ConnectionClosed, *STREAM_ERRORS):
@@ -1512,7 +1467,7 @@ class HostileServer:
         finally:
             await anyio.aclose_forcefully(stream)
 
-    async def _tls_hello(self, stream: SerialStream) -> None:
+    async def _tls_hello(self, stream: anyio.abc.ByteStream) -> None:
         self.tls_hellos += 1
         if self.on_tls == "garbage":  # what a plain HTTP server answers
             await stream.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
@@ -1522,7 +1477,9 @@ class HostileServer:
                     pass
         # "hang-up": the connection is dropped at once
 
-    async def _trap(self, stream: SerialStream, handshake: ServerHandshake, path: str) -> None:
+    async def _trap(
+        self, stream: anyio.abc.ByteStream, handshake: ServerHandshake, path: str
+    ) -> None:
         if path.startswith("/reject/"):
             await handshake.reject(int(path.removeprefix("/reject/")), "hostile refusal")
         elif path == "/garbage":
@@ -1546,9 +1503,9 @@ class HostileServer:
         else:
             await handshake.reject(404, "no such endpoint")
 
-    async def _serve_control(self, handshake: ServerHandshake, stream: SerialStream) -> None:
+    async def _serve_control(self, handshake: ServerHandshake) -> None:
         conn = await handshake.accept("hostile control")
-        control = ControlSession(conn, stream, f"sm-{self.seed}-{len(self.controls)}")
+        control = ControlSession(conn, f"sm-{self.seed}-{len(self.controls)}")
         try:
             try:
                 msg = control.proto.receive(await conn.receive())
@@ -1798,9 +1755,7 @@ class HostileServer:
         ):
             await self.send_call_in(control, offer)
 
-    async def _serve_media(
-        self, handshake: ServerHandshake, stream: SerialStream, call_id: str
-    ) -> None:
+    async def _serve_media(self, handshake: ServerHandshake, call_id: str) -> None:
         header = handshake.headers.get("authorization", "")
         offer = self._tokens.get(header.removeprefix("Bearer "))
         if not header.startswith("Bearer ") or offer is None or offer.call_id != call_id:
@@ -1809,7 +1764,7 @@ class HostileServer:
         if self.hold_media is not None:
             await self.hold_media.wait()
         conn = await handshake.accept(f"hostile media {call_id}")
-        session = MediaSession(call_id, conn, stream)
+        session = MediaSession(call_id, conn)
         self.media.append(session)
         self._media_in.send_nowait(session)
         try:

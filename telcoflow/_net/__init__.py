@@ -5,17 +5,13 @@ The only ring with I/O. Shared by the client facades and the sandbox server.
 
 from ._backoff import Backoff
 from ._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
+from ._handshake import ServerHandshake, connect_websocket
 from ._link import LOUD_BAD_FRAMES, Link, open_link
 from ._pulse import Pulse
+from ._reader import MAX_MESSAGE_BYTES
 from ._streams import open_listener
 from ._tls import client_ssl_context
-from ._websocket import (
-    CLOSE_TIMEOUT,
-    MAX_MESSAGE_BYTES,
-    ServerHandshake,
-    WebSocketConnection,
-    connect_websocket,
-)
+from ._websocket import CLOSE_TIMEOUT, WebSocketConnection
 
 __all__ = [
     "CLOSE_TIMEOUT",

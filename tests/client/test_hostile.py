@@ -43,6 +43,7 @@ import sniffio
 
 import telcoflow._net._streams
 import telcoflow._net._websocket
+import telcoflow._net._writer
 from telcoflow import (
     ActiveCall,
     CallState,
@@ -1581,7 +1582,7 @@ async def test_a_command_honours_its_timeout_when_the_server_stops_reading(
     """The server grants credit and stops reading: the client's writes fill the socket. A command
     must still come back within its timeout, not the connection's write timeout (made a minute
     here, so that the two cannot be confused on a loaded machine; command_timeout is 0.5 s)."""
-    monkeypatch.setattr(telcoflow._net._websocket, "WRITE_TIMEOUT", 60.0)
+    monkeypatch.setattr(telcoflow._net._writer, "WRITE_TIMEOUT", 60.0)
     async with hostile_client() as h:
         control = await h.server.next_control()
         call, media = await h.call_on(control)

@@ -36,7 +36,7 @@ from telcoflow._net._frames import (
     mask_payload,
     next_frame,
 )
-from telcoflow._net._websocket import _head_end
+from telcoflow._net._handshake import _head_end
 
 
 def open_pair() -> tuple[WSConnection, WSConnection]:

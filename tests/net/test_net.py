@@ -26,7 +26,7 @@ from anyio.streams.tls import TLSListener
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Ping, Pong, Request, TextMessage
 
-import telcoflow._net._websocket as websocket_module
+import telcoflow._net._writer as writer_module
 from telcoflow._net import (
     CLOSE_TIMEOUT,
     MAX_MESSAGE_BYTES,
@@ -39,6 +39,7 @@ from telcoflow._net import (
     connect_websocket,
     open_listener,
 )
+from telcoflow._net._frames import OP_BINARY, encode_data_frame
 
 from ..helpers import WAIT
 
@@ -596,6 +597,57 @@ async def test_sends_made_while_a_write_is_under_way_go_out_together() -> None:
     assert sorted(got) == sorted(messages)
 
 
+class GatedStream(SlowStream):
+    """A byte stream whose writes wait for ``gate``: a write under way, held for the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = anyio.Event()
+        self.gate = anyio.Event()
+
+    async def send(self, item: bytes) -> None:
+        self.started.set()
+        await self.gate.wait()
+        self.writes.append(item)
+
+
+async def test_raw_bytes_go_out_between_whole_frames_and_keep_the_accounting() -> None:
+    """``send_raw`` (hostile test peers' door) queues through the writer like any frame: bytes
+    sent while a write is under way go out whole with the next write, and every sender returns
+    once its own bytes are written."""
+    client_ws, server_ws = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
+    server_ws.receive_data(client_ws.send(Request(host="example.test", target="/")))
+    list(server_ws.events())
+    client_ws.receive_data(server_ws.send(AcceptConnection()))
+    list(client_ws.events())
+    stream = GatedStream()
+    conn = WebSocketConnection(stream, client_ws, name="gated", leftover=b"")
+    raw = encode_data_frame(OP_BINARY, b"hand-made", masked=True)
+    done: list[str] = []
+
+    async def send(what: str) -> None:
+        if what == "raw":
+            await conn.send_raw(raw)
+        else:
+            await conn.send(what.encode())
+        done.append(what)
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send, "first")
+            await stream.started.wait()  # the first write is under way ...
+            tg.start_soon(send, "raw")
+            tg.start_soon(send, "last")
+            await anyio.wait_all_tasks_blocked()  # ... and the other two wait for it
+            assert done == []
+            stream.gate.set()
+    assert sorted(done) == ["first", "last", "raw"]
+    assert len(stream.writes) == conn.writes == 2  # raw and last went out together
+    server_ws.receive_data(b"".join(stream.writes))
+    got = [e.data for e in server_ws.events() if isinstance(e, BytesMessage)]
+    assert got == [b"first", b"hand-made", b"last"]
+
+
 async def test_each_task_sees_its_messages_in_order() -> None:
     async with open_pair() as (client, server):
         with anyio.fail_after(WAIT):
@@ -822,7 +874,7 @@ async def test_a_cancelled_send_finishes_its_frame_and_the_connection_stays_usab
 async def test_a_send_to_a_peer_that_never_reads_gives_up_after_the_write_timeout(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(websocket_module, "WRITE_TIMEOUT", 0.3)
+    monkeypatch.setattr(writer_module, "WRITE_TIMEOUT", 0.3)
     async with serve_loopback(handshake_only) as server:
         with anyio.fail_after(WAIT):
             client = await connect_websocket(server.url())
