@@ -809,8 +809,7 @@ class TelcoflowClient:
 
     async def _supervise(self, scope: anyio.CancelScope) -> None:
         """Keep the control connection up until disconnect or a fatal error."""
-        c = self.config.reconnect
-        backoff = Backoff(c.initial_delay, c.factor, c.max_delay, c.jitter, c.max_attempts)
+        backoff = Backoff(self.config.reconnect)
         with scope:
             while True:
                 control = self._control

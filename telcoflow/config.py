@@ -8,6 +8,7 @@ from typing import Any, Literal
 import attrs
 
 from ._core import PROTOCOL_SDK_VERSION, REQUEST_TIMEOUT_S, SAMPLE_RATES, AudioMode
+from ._net._backoff import ReconnectPolicy, positive
 from ._net._tls import check_ca_file, check_client_pair
 
 __all__ = ["DEFAULT_BASE_URL", "ReconnectPolicy", "TelcoflowClientConfig"]
@@ -27,39 +28,6 @@ MAX_COMMAND_TIMEOUT = 300.0
 #: Ten seconds of audio at 24 kHz (48,000 bytes a second): a voice model's answer is queued whole
 #: ahead of playout; an interruption drops it locally at once, so its size costs nothing then.
 DEFAULT_SEND_BUFFER_BYTES = 10 * 48_000
-
-
-def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{attr.name} must be a positive number, not {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class ReconnectPolicy:
-    """How the control connection comes back after a loss (jittered exponential backoff).
-
-    ``max_attempts=None`` retries forever; 401, 403 and 426 are never retried.
-    """
-
-    initial_delay: float = attrs.field(default=0.5, validator=_positive)
-    factor: float = attrs.field(default=1.5, validator=_positive)
-    max_delay: float = attrs.field(default=10.0, validator=_positive)
-    jitter: float = attrs.field(default=0.2)
-    max_attempts: int | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if self.factor < 1:
-            raise ValueError(f"reconnect factor must be >= 1, not {self.factor}")
-        if self.max_delay < self.initial_delay:
-            raise ValueError("reconnect max_delay must be >= initial_delay")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError(f"reconnect jitter must be within 0..1, not {self.jitter}")
-        if self.max_attempts is not None and (
-            isinstance(self.max_attempts, bool) or self.max_attempts < 0
-        ):
-            raise ValueError(
-                f"reconnect max_attempts must be >= 0 or None, not {self.max_attempts}"
-            )
 
 
 def _readable(name: str, path: str | None) -> None:
@@ -111,11 +79,11 @@ class TelcoflowClientConfig:
     audio_mode: AudioMode = attrs.field(default=AudioMode.MIXED)
     ca_path: str | None = attrs.field(default=None, converter=_ca_path_or_env)
     send_buffer_bytes: int = DEFAULT_SEND_BUFFER_BYTES
-    command_timeout: float = attrs.field(default=10.0, validator=_positive)
+    command_timeout: float = attrs.field(default=10.0, validator=positive)
     reconnect: ReconnectPolicy = attrs.field(default=None, converter=_convert_reconnect)
-    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
-    ping_interval: float = attrs.field(default=20.0, validator=_positive)
-    ping_timeout: float = attrs.field(default=10.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=10.0, validator=positive)
+    ping_interval: float = attrs.field(default=20.0, validator=positive)
+    ping_timeout: float = attrs.field(default=10.0, validator=positive)
     #: Inbound audio chunks kept for ``audio_stream()`` before the oldest are dropped (20 ms each:
     #: 10 s by default, so an agent that starts iterating late loses nothing).
     audio_queue_chunks: int = 500
@@ -124,7 +92,7 @@ class TelcoflowClientConfig:
     max_calls: int | None = None
     #: How long a control-plane request (claiming a call, dialling, the call flow) waits for
     #: its response.
-    request_timeout: float = attrs.field(default=REQUEST_TIMEOUT_S, validator=_positive)
+    request_timeout: float = attrs.field(default=REQUEST_TIMEOUT_S, validator=positive)
     #: ``x-sdk-version`` on every upgrade and REST request: the protocol version spoken.
     sdk_version: str = PROTOCOL_SDK_VERSION
     #: Allow a call's media over plain ``ws://`` when the control connection is ``wss://``.
