@@ -14,7 +14,6 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -23,6 +22,7 @@ import anyio.lowlevel
 import attrs
 
 from .._net import ConnectionClosed
+from .._net._serving import Serving, close_listener
 from ._call import SimCall
 from ._clock import MediaClock
 from ._faults import Fault, FaultInjector, parse_fault
@@ -57,7 +57,7 @@ def _numbered(connectors: list[Connector]) -> list[Connector]:
     return out
 
 
-class Sandbox:
+class Sandbox(Serving):
     """A local Telcoflow server. ``async with Sandbox() as sb:`` then point a client at
     ``sb.base_url`` with ``sb.api_key`` and ``sb.connector_uuid``.
 
@@ -150,7 +150,6 @@ class Sandbox:
             limits=limits,
             media_base_url=media_base_url,
         )
-        self._stack: AsyncExitStack | None = None
         self._tls_files: TlsFiles | None = None
         self.ca_path: str | None = None
         self.client_cert_path: str | None = None  # (no key for an application's own)
@@ -223,52 +222,33 @@ class Sandbox:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
-    async def __aenter__(self) -> Sandbox:
-        if self._stack is not None:
-            raise RuntimeError("this Sandbox is already running")
-        stack = AsyncExitStack()
-        try:
-            if self.tls:
-                self._tls_files = files = TlsFiles(self.connectors)
-                stack.callback(files.cleanup)
-                self.ca_path = files.ca_path
-                self.client_certs = dict(files.client_certs)
-                first = self.connectors[0]
-                if first.client_cert is not None:  # the application's own: no key here
-                    self.client_cert_path, self.client_key_path = first.client_cert, None
-                else:
-                    self.client_cert_path, self.client_key_path = files.client_certs[
-                        first.connector_uuid
-                    ]
-            listener, self.port = await self._front.listen(self.host, self.port, self._tls_files)
-            stack.push_async_callback(_close_listener, listener)
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            # Unwound last in, first out: calls end politely, then every task stops.
-            stack.callback(tg.cancel_scope.cancel)
-            stack.push_async_callback(self._switchboard.shutdown)
-            tg.start_soon(self._front.serve, listener)
-            tg.start_soon(self._clock.run)
-            self._switchboard.start(tg)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
+    async def _start(self, stack: AsyncExitStack) -> None:
+        if self.tls:
+            self._tls_files = files = TlsFiles(self.connectors)
+            stack.callback(files.cleanup)
+            self.ca_path = files.ca_path
+            self.client_certs = dict(files.client_certs)
+            first = self.connectors[0]
+            if first.client_cert is not None:  # the application's own: no key here
+                self.client_cert_path, self.client_key_path = first.client_cert, None
+            else:
+                self.client_cert_path, self.client_key_path = files.client_certs[
+                    first.connector_uuid
+                ]
+        listener, self.port = await self._front.listen(self.host, self.port, self._tls_files)
+        stack.push_async_callback(close_listener, listener)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        # Unwound last in, first out: calls end politely, then every task stops.
+        stack.callback(tg.cancel_scope.cancel)
+        stack.push_async_callback(self._switchboard.shutdown)
+        tg.start_soon(self._front.serve, listener)
+        tg.start_soon(self._clock.run)
+        self._switchboard.start(tg)
         logger.info("sandbox listening on %s", self.base_url)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """End every call (``server_shutdown``), close every connection, stop serving."""
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        await super().aclose()
 
     # --- observation -----------------------------------------------------------------------------
 
@@ -337,7 +317,7 @@ class Sandbox:
     async def create_call(self, spec: CallSpec | None = None, **fields: Any) -> SimCall:
         """Place a simulated inbound call; notified at once to the connected clients of its
         connector, or to clients as they connect. ``fields`` are :class:`CallSpec` fields."""
-        if self._stack is None:
+        if not self.running:
             raise RuntimeError("the sandbox is not running")
         spec = spec or CallSpec(**fields)
         spec.validate()  # before anything exists: a bad voice never becomes a zombie call
@@ -438,8 +418,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-async def _close_listener(listener: anyio.abc.Listener[Any]) -> None:
-    with anyio.CancelScope(shield=True):
-        await listener.aclose()

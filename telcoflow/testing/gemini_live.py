@@ -39,7 +39,6 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -54,6 +53,7 @@ from .._net import (
     WebSocketConnection,
     open_listener,
 )
+from .._net._serving import Serving, close_listener
 from ._engine import (
     DEFAULT_SCRIPT,
     END_OF_TURN_S,
@@ -73,7 +73,6 @@ from ._gemini_wire import (
     parse_target,
     read_setup,
 )
-from ._serving import close_listener
 
 if TYPE_CHECKING:
     from google import genai
@@ -168,7 +167,7 @@ class _QuietTLSListener(TLSListener):
         logger.info("gemini stand-in: TLS handshake failed: %s", exc)
 
 
-class GeminiLiveStandIn:
+class GeminiLiveStandIn(Serving):
     """A Gemini Live server on 127.0.0.1 over TLS, speaking the Developer API dialect.
 
     Knobs: ``script`` (the answers, in order), ``api_key`` (the one accepted), ``pace``
@@ -222,7 +221,6 @@ class GeminiLiveStandIn:
         self._conversation_ids = itertools.count(1)
         self._close_mid_turn: tuple[int, int] | None = None
         self._changed = anyio.Event()
-        self._stack: AsyncExitStack | None = None
         self._ca: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -250,47 +248,28 @@ class GeminiLiveStandIn:
             ),
         )
 
-    async def __aenter__(self) -> GeminiLiveStandIn:
-        if self._stack is not None:
-            raise RuntimeError("this stand-in is already running")
+    async def _start(self, stack: AsyncExitStack) -> None:
         import trustme
 
-        stack = AsyncExitStack()
-        try:
-            self._ca = ca = trustme.CA(organization_name="telcoflow gemini stand-in")
-            server = ca.issue_cert("127.0.0.1", "localhost")
-            tmp = tempfile.TemporaryDirectory(prefix="telcoflow-gemini-")
-            stack.callback(tmp.cleanup)
-            self.ca_path = os.path.join(tmp.name, "ca.pem")
-            ca.cert_pem.write_to_path(self.ca_path)
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            server.configure_cert(context)
-            tcp = await open_listener("127.0.0.1", 0)
-            self.port = int(tcp.extra(anyio.abc.SocketAttribute.local_address)[1])
-            listener = _QuietTLSListener(tcp, context, standard_compatible=False)
-            stack.push_async_callback(close_listener, listener)
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tg.cancel_scope.cancel)
-            tg.start_soon(self._serve, listener)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        self._ca = ca = trustme.CA(organization_name="telcoflow gemini stand-in")
+        server = ca.issue_cert("127.0.0.1", "localhost")
+        tmp = tempfile.TemporaryDirectory(prefix="telcoflow-gemini-")
+        stack.callback(tmp.cleanup)
+        self.ca_path = os.path.join(tmp.name, "ca.pem")
+        ca.cert_pem.write_to_path(self.ca_path)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server.configure_cert(context)
+        tcp = await open_listener("127.0.0.1", 0)
+        self.port = int(tcp.extra(anyio.abc.SocketAttribute.local_address)[1])
+        listener = _QuietTLSListener(tcp, context, standard_compatible=False)
+        stack.push_async_callback(close_listener, listener)
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)
+        tg.start_soon(self._serve, listener)
 
     async def aclose(self) -> None:
         """Close every connection and stop serving."""
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        await super().aclose()
 
     async def _serve(self, listener: anyio.abc.Listener[Any]) -> None:
         async with anyio.create_task_group() as tg:

@@ -31,7 +31,6 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,8 +39,8 @@ import anyio.abc
 
 from .._net import ConnectFailed, ConnectionClosed, ServerHandshake, open_listener
 from .._net import WebSocketConnection as _Connection
+from .._net._serving import Serving, close_listener
 from ._engine import DEFAULT_SCRIPT, Answer, Response, ScriptedConversation
-from ._serving import close_listener
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -804,7 +803,7 @@ _HANDLERS: dict[str, _Handler] = {
 }
 
 
-class OpenAIRealtimeStandIn:
+class OpenAIRealtimeStandIn(Serving):
     """An OpenAI Realtime server on a free loopback port; ``async with`` it (see the module).
 
     ``script``: the answers, in order (each session starts from the first); ``pace``: how many
@@ -843,7 +842,6 @@ class OpenAIRealtimeStandIn:
         #: Upgrades refused: ``(status, path)``.
         self.rejected: list[tuple[int, str]] = []
         self._changed = anyio.Event()
-        self._stack: AsyncExitStack | None = None
 
     @property
     def base_url(self) -> str:
@@ -870,36 +868,17 @@ class OpenAIRealtimeStandIn:
         await self.wait_for(lambda: len(self.sessions) > want)
         return self.sessions[want]
 
-    async def __aenter__(self) -> OpenAIRealtimeStandIn:
-        if self._stack is not None:
-            raise RuntimeError("this stand-in is already running")
-        stack = AsyncExitStack()
-        try:
-            listener = await open_listener(self.host, self.port)
-            stack.push_async_callback(close_listener, listener)
-            self.port = int(listener.extra(anyio.abc.SocketAttribute.local_address)[1])
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tg.cancel_scope.cancel)
-            tg.start_soon(listener.serve, self._handle)
-        except BaseException:
-            await stack.aclose()
-            raise
-        self._stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    async def _start(self, stack: AsyncExitStack) -> None:
+        listener = await open_listener(self.host, self.port)
+        stack.push_async_callback(close_listener, listener)
+        self.port = int(listener.extra(anyio.abc.SocketAttribute.local_address)[1])
+        tg = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(tg.cancel_scope.cancel)
+        tg.start_soon(listener.serve, self._handle)
 
     async def aclose(self) -> None:
         """Close every connection (1001) and stop serving; idempotent."""
-        stack, self._stack = self._stack, None
-        if stack is not None:
-            await stack.aclose()
+        await super().aclose()
 
     async def _handle(self, stream: anyio.abc.ByteStream) -> None:
         conn: _Connection | None = None
