@@ -1,6 +1,20 @@
 """The connection layer: WebSockets over anyio streams and wsproto, TLS, heartbeat, backoff.
 
-The only ring with I/O. Shared by the client facades and the sandbox server.
+The only ring with I/O, shared by the client facades, the sandbox and the model stand-ins.
+Imports point inward only: ``_net`` may import the core, never a facade or the sandbox
+(``tests/core/test_purity.py`` checks it). The modules, from the socket up:
+
+- :mod:`._streams`, :mod:`._tls`: the byte stream under a WebSocket (a lean one per backend) and
+  the client's TLS context;
+- :mod:`._frames`, :mod:`._reader`, :mod:`._writer`: the frames on the wire, parsed (the fast
+  parser and wsproto, and the hand-over between them) and written (serialised, coalesced,
+  never cut short);
+- :mod:`._handshake`, :mod:`._websocket`: opening a WebSocket, either role, and the open
+  connection composed of a reader and a writer;
+- :mod:`._link`: a sans-IO protocol object run over a connection (one reader, one heartbeat,
+  one bad-frame policy);
+- :mod:`._pulse`, :mod:`._backoff`, :mod:`._serving`: a per-frame wake-up, the reconnect
+  policy and its delays, the lifecycle every server here shares.
 """
 
 from ._backoff import Backoff
