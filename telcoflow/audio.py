@@ -1,5 +1,8 @@
 """Audio helpers for call audio: WAV files, tones, PCM16 checks, resampling and G.711.
 
+This is the SDK's one audio API: the sandbox builds its voices and recordings on the same
+arithmetic (its old ``telcoflow.sandbox.tone_pcm``, ``rms``, ... are deprecated aliases).
+
 Call audio is raw PCM16 little-endian mono at 8000, 16000 or 24000 Hz in 20 ms frames. The
 pure helpers here (WAV, tones, silence, checks, framing, levels) need only the standard library.
 Resampling (:class:`Resampler`, :func:`resample`, via soxr) and the G.711 codecs (via numpy)
@@ -10,13 +13,17 @@ raise an :class:`ImportError` that says so if it is missing, so the core SDK sta
 from __future__ import annotations
 
 import functools
+import io
+import math
 import os
+import sys
+import wave
+from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeAlias
 
-from . import _pcm as _audio
 from ._core import FRAME_MS, SAMPLE_RATES
 
 if TYPE_CHECKING:
@@ -55,7 +62,16 @@ BytesLike: TypeAlias = bytes | bytearray | memoryview
 SUPPORTED_RATES: frozenset[int] = SAMPLE_RATES | {48000}
 
 #: Default tone level: a quarter of full scale, so that a few parties mixed never clip.
-TONE_AMPLITUDE = _audio.TONE_AMPLITUDE
+TONE_AMPLITUDE = 0.25
+
+# Sample rates a WAV file may have: anything a real recording uses (8 kHz telephony to 192 kHz
+# studio). Outside that it is a broken or hostile header (0 Hz divides by zero; 1 Hz makes a
+# few bytes into hours of audio).
+_MIN_WAV_RATE = 4000
+_MAX_WAV_RATE = 192_000
+# A WAV file is at most ten minutes long: the sandbox plays WAV voices, and converting one
+# must not make more than ten minutes of audio at the call's rate (29 MB at 24 kHz).
+_MAX_WAV_SECONDS = 600.0
 
 #: soxr quality presets, fastest and lowest-latency first.
 Quality: TypeAlias = Literal["QQ", "LQ", "MQ", "HQ", "VHQ"]
@@ -150,6 +166,145 @@ def chunks(
     return frames()
 
 
+# -- PCM16 arithmetic (pure Python) --------------------------------------------------------------
+#
+# The kernels under the public helpers below. They check nothing (the public helpers check, then
+# call them) and need no numpy. The sandbox builds its voices, mixes and recordings on them too
+# (telcoflow.sandbox._pcm), so that each piece of arithmetic is written once.
+
+_BIG_ENDIAN = sys.byteorder == "big"
+
+_NUMPY: list[Any] = []
+
+
+def _numpy_if_installed() -> Any:
+    """numpy if it can be imported (it makes down-mixing and resampling long audio fast), else
+    None: pure Python is the fallback. Imported on first use, never at import time."""
+    if not _NUMPY:
+        try:
+            import numpy
+        except ImportError:  # pragma: no cover - numpy is a test dependency
+            _NUMPY.append(None)
+        else:
+            _NUMPY.append(numpy)
+    return _NUMPY[0]
+
+
+def _samples(pcm: bytes) -> array[int]:
+    """PCM16 little-endian as native int16 samples."""
+    a = array("h", pcm)
+    if _BIG_ENDIAN:  # pragma: no cover
+        a.byteswap()
+    return a
+
+
+def _from_samples(samples: array[int]) -> bytes:
+    """Native int16 samples as PCM16 little-endian."""
+    if _BIG_ENDIAN:  # pragma: no cover
+        samples = array("h", samples)
+        samples.byteswap()
+    return samples.tobytes()
+
+
+def _sine(hz: float, n: int, sample_rate: int, amplitude: float) -> bytes:
+    """``n`` samples of a sine at ``hz`` starting at phase 0 (none if ``n`` is not positive)."""
+    scale = amplitude * 32767
+    step = 2 * math.pi * hz / sample_rate
+    return _from_samples(array("h", (int(scale * math.sin(step * i)) for i in range(n))))
+
+
+def _mix(*frames: bytes) -> bytes:
+    """The sum of equal-length frames, clipped to int16; empty ones are skipped and a lone
+    frame is returned as it is."""
+    present = [f for f in frames if f]
+    if not present:
+        return b""
+    if len(present) == 1:
+        return present[0]
+    total = [sum(group) for group in zip(*(_samples(f) for f in present), strict=True)]
+    return _from_samples(
+        array("h", (32767 if s > 32767 else -32768 if s < -32768 else s for s in total))
+    )
+
+
+def _rms(pcm: bytes) -> float:
+    """Root-mean-square level, 0..1 of full scale (0 for no samples)."""
+    samples = _samples(pcm)
+    if not samples:
+        return 0.0
+    return math.sqrt(sum(s * s for s in samples) / len(samples)) / 32768
+
+
+def _goertzel(pcm: bytes, sample_rate: int, hz: float) -> float:
+    """Amplitude (0..1 of full scale) of the ``hz`` component, by the Goertzel algorithm: one
+    bin of a DFT, in one pass and without numpy."""
+    samples = _samples(pcm)
+    n = len(samples)
+    if n == 0:
+        return 0.0
+    coeff = 2 * math.cos(2 * math.pi * hz / sample_rate)
+    s1 = s2 = 0.0
+    for x in samples:
+        s0 = x + coeff * s1 - s2
+        s2 = s1
+        s1 = s0
+    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+    return 2 * math.sqrt(max(power, 0.0)) / n / 32768
+
+
+def _wav_info(data: bytes) -> tuple[int, int, float]:
+    """A WAV file's ``(channels, rate, seconds)``, read from its header only; ``ValueError``
+    naming what is wrong for anything but a sane 16-bit PCM mono or stereo WAV."""
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            frames = w.getnframes()
+    except (wave.Error, EOFError) as exc:
+        raise ValueError(f"not a readable WAV file: {exc}") from None
+    if width != 2:
+        raise ValueError(f"WAV must be 16-bit PCM, not {8 * width}-bit")
+    if channels not in (1, 2):
+        raise ValueError(f"WAV must be mono or stereo, not {channels} channels")
+    if not _MIN_WAV_RATE <= rate <= _MAX_WAV_RATE:
+        raise ValueError(
+            f"WAV sample rate {rate} Hz is not supported ({_MIN_WAV_RATE}..{_MAX_WAV_RATE} Hz)"
+        )
+    seconds = frames / rate
+    if seconds > _MAX_WAV_SECONDS:
+        raise ValueError(f"WAV is {seconds:.0f} s long; at most {_MAX_WAV_SECONDS:g} s")
+    return channels, rate, seconds
+
+
+def _decode_wav(data: bytes) -> tuple[bytes, int]:
+    """PCM16 mono (stereo averaged) and the rate of a WAV file's content; ``ValueError`` as
+    :func:`_wav_info` raises it."""
+    channels, rate, _ = _wav_info(data)
+    with wave.open(io.BytesIO(data), "rb") as w:
+        frames = w.readframes(w.getnframes())
+    frames = frames[: len(frames) & ~(2 * channels - 1)]  # whole frames only
+    if channels == 2:
+        np = _numpy_if_installed()
+        if np is not None:
+            both = np.frombuffer(frames, dtype="<i2").astype(np.int32).reshape(-1, 2)
+            frames = bytes(both.sum(axis=1).__floordiv__(2).astype("<i2").tobytes())
+        else:  # pragma: no cover - numpy is a test dependency
+            s = _samples(frames)
+            mono = array("h", ((s[i] + s[i + 1]) // 2 for i in range(0, len(s) - 1, 2)))
+            frames = _from_samples(mono)
+    return frames, rate
+
+
+def _encode_wav(pcm: bytes, sample_rate: int) -> bytes:
+    """A WAV file (PCM16 mono) holding ``pcm``."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
 # -- generation, levels, mixing ------------------------------------------------------------------
 
 
@@ -160,8 +315,7 @@ def tone(hz: float, seconds: float, sample_rate: int, amplitude: float = TONE_AM
         raise ValueError(f"a {hz!r} Hz tone cannot be sampled at {sample_rate} Hz")
     if not 0 <= amplitude <= 1:
         raise ValueError(f"amplitude must be between 0 and 1, not {amplitude!r}")
-    # tone_pcm truncates its sample count, so ask for one more sample and cut to exactly n.
-    return _audio.tone_pcm(hz, sample_rate, (n + 1) / sample_rate, amplitude)[: 2 * n]
+    return _sine(hz, n, sample_rate, amplitude)
 
 
 def silence(seconds: float, sample_rate: int) -> bytes:
@@ -176,13 +330,13 @@ def tone_level(pcm: BytesLike, sample_rate: int, hz: float) -> float:
     asserting in tests that audio went through.
     """
     check_pcm16(pcm)
-    return _audio.tone_level(bytes(pcm), _positive_int("sample_rate", sample_rate), hz)
+    return _goertzel(bytes(pcm), _positive_int("sample_rate", sample_rate), hz)
 
 
 def rms(pcm: BytesLike) -> float:
     """Root-mean-square level of ``pcm`` (0..1 of full scale)."""
     check_pcm16(pcm)
-    return _audio.rms(bytes(pcm))
+    return _rms(bytes(pcm))
 
 
 def mix(*frames: BytesLike) -> bytes:
@@ -192,7 +346,7 @@ def mix(*frames: BytesLike) -> bytes:
         check_pcm16(f)
     if len({len(f) for f in present}) > 1:
         raise ValueError(f"frames to mix must have equal lengths, got {[len(f) for f in present]}")
-    return _audio.mix(*present)
+    return _mix(*present)
 
 
 # -- WAV files --------------------------------------------------------------------------------
@@ -201,14 +355,15 @@ def mix(*frames: BytesLike) -> bytes:
 def read_wav(source: str | os.PathLike[str] | BytesLike) -> tuple[bytes, int]:
     """PCM16 mono and its sample rate from a WAV file: a path, or the file's content as bytes.
 
-    Stereo is averaged to mono; anything but 16-bit PCM raises ``ValueError``. The rate is the
-    file's own: pass the audio through :func:`resample` to change it.
+    Stereo is averaged to mono. ``ValueError`` for anything but 16-bit PCM, a rate outside
+    4000..192000 Hz, or more than ten minutes of audio. The rate is the file's own: pass the
+    audio through :func:`resample` to change it.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
         data = Path(source).read_bytes()
-    return _audio.read_wav(data)
+    return _decode_wav(data)
 
 
 def write_wav(path: str | os.PathLike[str] | None, pcm: BytesLike, sample_rate: int) -> bytes:
@@ -217,7 +372,7 @@ def write_wav(path: str | os.PathLike[str] | None, pcm: BytesLike, sample_rate: 
     Returns the file's content either way.
     """
     check_pcm16(pcm)
-    data = _audio.write_wav(bytes(pcm), _positive_int("sample_rate", sample_rate))
+    data = _encode_wav(bytes(pcm), _positive_int("sample_rate", sample_rate))
     if path is not None:
         Path(path).write_bytes(data)
     return data
