@@ -5,9 +5,9 @@
 port; ``telcoflow sandbox serve`` runs it from the command line.
 """
 
-from .._pcm import mix, read_wav, resample, rms, tone_level, tone_pcm, write_wav
 from ._call import CallStats, SimCall
 from ._frontdoor import Limits, Upgrade
+from ._pcm import mix, read_wav, resample, rms, tone_level, tone_pcm, write_wav
 from ._server import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID, Connector, Sandbox
 from ._spec import CalleeSpec, CallSpec, NumberSpec, Voice
 from ._switchboard import Retention, SimSession, SmConnection

@@ -46,10 +46,10 @@ from .._core import (
     encode_audio,
     frame_bytes_for,
 )
-from .._pcm import AudioSource, Silence, WavSource, mix, wav_header_for, write_wav
 from ._clock import MAX_CATCH_UP_S, TICK_S, MediaClock
 from ._faults import FaultInjector
 from ._media import AgentMedia, CallStats
+from ._pcm import AudioSource, Silence, WavSource, mix, wav_header_for, write_wav
 from ._spec import CalleeSpec, CallSpec, NumberSpec, Voice
 
 __all__ = ["CallHost", "CallStats", "SimCall"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from .._pcm import AudioSource, Silence, Tone, WavSource, read_wav, wav_info
+from ._pcm import AudioSource, Silence, Tone, WavSource, read_wav, wav_info
 
 __all__ = ["CallSpec", "CalleeSpec", "NumberSpec", "Voice"]
 

@@ -371,6 +371,23 @@ def test_missing_soxr_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) ->
     assert audio.ulaw_encode(bytes(2)) == b"\xff"  # G.711 needs numpy only
 
 
+def run_python(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter (warnings are errors) that imports this tree."""
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+
+
 def test_pure_helpers_work_without_numpy_or_soxr() -> None:
     script = textwrap.dedent(
         """
@@ -390,19 +407,18 @@ def test_pure_helpers_work_without_numpy_or_soxr() -> None:
             raise AssertionError("ulaw_encode worked without numpy")
         """
     )
-    root = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=False,
-    )
+    done = run_python(script)
     assert done.returncode == 0, done.stderr
     assert "ulaw_encode needs numpy" in done.stdout
     assert HINT in done.stdout
+
+
+def test_importing_audio_does_not_load_the_sandbox() -> None:
+    # The sandbox builds on telcoflow.audio, never the other way: an agent that only wants the
+    # helpers must not load the server (and its TLS and HTTP machinery) with them.
+    done = run_python(
+        "import sys, telcoflow.audio\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('telcoflow.sandbox'))\n"
+        "assert not loaded, loaded\n"
+    )
+    assert done.returncode == 0, done.stderr

@@ -17,7 +17,7 @@ from __future__ import annotations
 from array import array
 from typing import Protocol
 
-from .audio import (
+from ..audio import (
     TONE_AMPLITUDE,
     _decode_wav,
     _from_samples,
@@ -25,11 +25,11 @@ from .audio import (
     _samples,
     _sine,
 )
-from .audio import _encode_wav as write_wav
-from .audio import _goertzel as tone_level
-from .audio import _mix as mix
-from .audio import _rms as rms
-from .audio import _wav_info as wav_info
+from ..audio import _encode_wav as write_wav
+from ..audio import _goertzel as tone_level
+from ..audio import _mix as mix
+from ..audio import _rms as rms
+from ..audio import _wav_info as wav_info
 
 __all__ = [
     "TONE_AMPLITUDE",
