@@ -14,11 +14,11 @@ from typing import Any, TextIO
 import anyio
 import attrs
 
-from .. import events
+from .. import audio, events
 from ..call import ActiveCall
 from ..client import TelcoflowClient
 from ..config import TelcoflowClientConfig
-from ..sandbox import CalleeSpec, CallSpec, Sandbox, SimCall, Voice, tone_level, tone_pcm
+from ..sandbox import CalleeSpec, CallSpec, Sandbox, SimCall, Voice
 from ._backend import run_async
 
 __all__ = ["DemoAgent", "run_demo"]
@@ -50,7 +50,7 @@ class DemoAgent:
         call.on(events.CALL_TERMINATED, lambda r: self.log(f"agent: event call.terminated ({r})"))
         await call.answer()
         self.log(f"agent: answered -> {call.state}")
-        await call.send_audio(tone_pcm(self.greeting_hz, call.sample_rate, GREETING_S))
+        await call.send_audio(audio.tone(self.greeting_hz, GREETING_S, call.sample_rate))
         self.log(f"agent: greeting queued ({GREETING_S:g} s of {self.greeting_hz} Hz)")
         echoed = 0
         target = int(self.echo_seconds * call.sample_rate * 2)
@@ -149,7 +149,7 @@ class _Demo:
         a, b = self.marks.get(start), self.marks.get(end)
         if a is None or b is None or b <= a:
             return 0.0
-        return tone_level(self.sim.recording(party)[a:b], self.sample_rate, hz)
+        return audio.tone_level(self.sim.recording(party)[a:b], self.sample_rate, hz)
 
     def report(self, sim: SimCall) -> bool:
         lv = self._level

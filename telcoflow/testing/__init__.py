@@ -14,9 +14,10 @@ from types import TracebackType
 import anyio
 
 from .. import events
+from ..audio import rms, tone_level
 from ..call import ActiveCall
 from ..client import TelcoflowClient
-from ..sandbox import SimCall, read_wav, rms, tone_level
+from ..sandbox import SimCall, Voice
 from ._engine import Answer
 
 __all__ = [
@@ -151,7 +152,8 @@ def assert_heard_wav(
     """Assert that the WAV's audio reached the party unchanged: a ``probe_s`` stretch from the
     middle of the WAV (at the recording's rate) appears byte for byte in what it heard."""
     pcm, rate = _pcm_and_rate(source, party, sample_rate)
-    wav_pcm, _ = read_wav(wav, rate)
+    # The WAV's PCM as the sandbox converts it for the call (byte for byte what it plays).
+    wav_pcm = Voice.from_wav(wav).convert(rate)
     n = int(rate * probe_s) * 2
     if len(wav_pcm) < n:
         raise ValueError(f"the WAV is shorter than the {probe_s:g} s probe")

@@ -9,8 +9,11 @@ import anyio
 import pytest
 
 from telcoflow import events
-from telcoflow.sandbox import CalleeSpec, Voice, tone_pcm
-from telcoflow.testing import assert_commands, assert_heard_tone, assert_silent, heard
+from telcoflow.audio import tone, write_wav
+from telcoflow.sandbox import CalleeSpec, Voice
+from telcoflow.testing import (
+    assert_commands, assert_heard_tone, assert_heard_wav, assert_silent, heard
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -22,7 +25,7 @@ def anyio_backend(request):
 
 async def greeter(call):
     await call.answer()
-    await call.send_audio(tone_pcm(660, call.sample_rate, 0.5))
+    await call.send_audio(tone(660, 0.5, call.sample_rate))
     await call.connect(ring_time_seconds=5)
     await call.close()
 
@@ -57,13 +60,26 @@ async def test_assertions_fail_readably(place_call, telcoflow_inbox):
         assert_heard_tone(sim, 1000, party="agent")
     with pytest.raises(AssertionError, match="agent sent"):
         assert_commands(sim, ["call.connect"])
+
+
+async def test_the_agent_heard_the_callers_wav(place_call, telcoflow_inbox):
+    # A 16 kHz WAV on a 24 kHz call: assert_heard_wav converts it as the sandbox does.
+    wav = write_wav(None, tone(500, 1.0, 16000) + tone(700, 1.0, 16000), 16000)
+    sim = await place_call(caller=Voice.from_wav(wav, loop=False))
+    call = await telcoflow_inbox.next()
+    await call.answer()
+    with anyio.fail_after(10):
+        await sim.wait_for(lambda c: len(c.recordings["agent"]) >= 2 * 24000 * 2)
+    assert_heard_wav(sim, wav, party="agent")
+    with pytest.raises(AssertionError, match="did not hear the WAV"):
+        assert_heard_wav(sim, write_wav(None, tone(900, 1.0, 16000), 16000), party="agent")
 """
 
 
 def test_plugin_fixtures_and_assertions_in_a_user_suite(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user_agent=USER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "-q")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=8)
 
 
 CRASHING_AGENT = """
