@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from telcoflow import TelcoflowClientConfig
+from telcoflow.audio import tone, tone_level
 from telcoflow.bridge import (
     AudioDelta,
     GenerationDone,
@@ -28,7 +29,7 @@ from telcoflow.bridge import (
     TurnDone,
     end_call,
 )
-from telcoflow.sandbox import CallSpec, Sandbox, tone_level, tone_pcm
+from telcoflow.sandbox import CallSpec, Sandbox
 from telcoflow.testing import tone_seconds
 
 from .test_bridge_scripted import CALLER_HZ, FIRST_HZ, run_bridge, spans, speech
@@ -72,7 +73,7 @@ class MidTurnTool:
         self._receive.close()
 
     async def _speak(self, hz: int, seconds: float, item: str) -> AsyncIterator[AudioDelta]:
-        pcm = tone_pcm(hz, 24000, seconds)
+        pcm = tone(hz, seconds, 24000)
         bounds = [*range(0, len(pcm), 1920), len(pcm)]  # 40 ms deltas
         if self.odd_first:
             bounds[1] = 1921  # the first two deltas end mid-sample
@@ -169,7 +170,7 @@ class TwoAnswers(MidTurnTool):
     async def events(self) -> AsyncIterator[ModelEvent]:
         try:
             await self._receive.receive()
-            pcm = tone_pcm(FIRST_HZ, 24000, 0.5) + b"\x00"  # ends with half a sample
+            pcm = tone(FIRST_HZ, 0.5, 24000) + b"\x00"  # ends with half a sample
             yield AudioDelta(pcm, 24000, "turn_1")
             yield GenerationDone("turn_1")
             async for e in self._speak(FAREWELL_HZ, 1.0, "turn_2"):

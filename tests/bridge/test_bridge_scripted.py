@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from telcoflow import CallState, TelcoflowClient, TelcoflowClientConfig
+from telcoflow.audio import silence, tone, tone_level, write_wav
 from telcoflow.bridge import (
     BridgeResult,
     ModelAdapter,
@@ -24,7 +25,7 @@ from telcoflow.bridge import (
     transfer,
 )
 from telcoflow.call import ActiveCall
-from telcoflow.sandbox import CallSpec, Sandbox, SimCall, Voice, tone_level, tone_pcm, write_wav
+from telcoflow.sandbox import CallSpec, Sandbox, SimCall, Voice
 from telcoflow.testing import CallInbox, tone_seconds
 from telcoflow.testing._engine import Answer
 
@@ -37,10 +38,8 @@ CALLER_HZ, FIRST_HZ, SECOND_HZ, FAREWELL_HZ = 440, 660, 770, 880
 
 def speech(rate: int, *parts: tuple[bool, float]) -> Voice:
     """A caller who talks (440 Hz) and pauses as given, then is quiet."""
-    pcm = b"".join(
-        tone_pcm(CALLER_HZ, rate, s) if talk else bytes(2 * int(rate * s)) for talk, s in parts
-    )
-    return Voice.from_wav(write_wav(pcm, rate), loop=False)
+    pcm = b"".join(tone(CALLER_HZ, s, rate) if talk else silence(s, rate) for talk, s in parts)
+    return Voice.from_wav(write_wav(None, pcm, rate), loop=False)
 
 
 def spans(sim: SimCall, party: str, hz: float) -> list[tuple[float, float]]:

@@ -16,6 +16,7 @@ import pytest
 from google.genai import types
 
 from telcoflow import TelcoflowClientConfig
+from telcoflow.audio import tone_level
 from telcoflow.bridge import (
     AgentTranscript,
     AudioDelta,
@@ -37,7 +38,7 @@ from telcoflow.bridge import (
     tool,
 )
 from telcoflow.bridge.gemini import DEFAULT_MODEL, GeminiLiveAdapter
-from telcoflow.sandbox import CallSpec, Sandbox, tone_level
+from telcoflow.sandbox import CallSpec, Sandbox
 from telcoflow.testing import tone_seconds
 from telcoflow.testing._engine import Answer, tone16
 from telcoflow.testing.gemini_live import GeminiLiveStandIn

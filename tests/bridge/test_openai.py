@@ -19,6 +19,7 @@ from openai.types.realtime import RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from telcoflow import TelcoflowClientConfig
+from telcoflow.audio import tone_level
 from telcoflow.bridge import (
     AgentTranscript,
     AudioDelta,
@@ -40,7 +41,7 @@ from telcoflow.bridge import (
 )
 from telcoflow.bridge.openai import OpenAIRealtimeAdapter, RealtimeNormaliser, session_body
 from telcoflow.exceptions import WSSConnectionError
-from telcoflow.sandbox import CallSpec, Sandbox, tone_level
+from telcoflow.sandbox import CallSpec, Sandbox
 from telcoflow.testing import tone_seconds
 from telcoflow.testing._engine import Answer, tone16
 from telcoflow.testing.openai_realtime import OpenAIRealtimeStandIn, RealtimeSession

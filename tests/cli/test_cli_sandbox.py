@@ -22,7 +22,8 @@ import pytest
 from telcoflow import CallState, TelcoflowClient, TelcoflowClientConfig
 from telcoflow._cli import main
 from telcoflow._cli.sandbox_client import URL_ENV, SandboxApi, StatusLine, normalize_url
-from telcoflow.sandbox import Sandbox, tone_level, tone_pcm, write_wav
+from telcoflow.audio import tone, tone_level, write_wav
+from telcoflow.sandbox import Sandbox
 
 from ..helpers import WAIT, CallInbox
 
@@ -116,7 +117,7 @@ def test_call_with_a_tone_is_placed_and_listed(cli: Cli) -> None:
 
 def test_call_with_a_wav_and_options(cli: Cli, tmp_path: Path) -> None:
     wav = tmp_path / "hello.wav"
-    wav.write_bytes(write_wav(tone_pcm(300, 16000, 0.5), 16000))
+    wav.write_bytes(write_wav(None, tone(300, 0.5, 16000), 16000))
     call_id = _place(
         cli,
         "--wav",

@@ -18,7 +18,8 @@ from telcoflow import (
     TelcoflowClientConfig,
     events,
 )
-from telcoflow.sandbox import Sandbox, SimCall, Voice, tone_pcm
+from telcoflow.audio import tone
+from telcoflow.sandbox import Sandbox, SimCall, Voice
 from telcoflow.testing import tone_seconds
 
 from ..helpers import WAIT, CallInbox
@@ -41,7 +42,7 @@ async def test_wait_played_returns_once_the_caller_heard_everything(
 ) -> None:
     sim, call = await _answered(sandbox, inbox)
     assert call.played_bytes == 0
-    await call.send_audio(tone_pcm(660, RATE, 0.6))
+    await call.send_audio(tone(660, 0.6, RATE))
     with anyio.fail_after(WAIT):
         await call.wait_played()
     assert call.get_send_audio_buffer_size() == 0
@@ -55,11 +56,11 @@ async def test_wait_played_returns_once_the_caller_heard_everything(
 
 async def test_interruption_drops_old_audio_atomically(sandbox: Sandbox, inbox: CallInbox) -> None:
     sim, call = await _answered(sandbox, inbox)
-    await call.send_audio(tone_pcm(660, RATE, 2.0))  # a long sentence, 200 ms of it on the server
+    await call.send_audio(tone(660, 2.0, RATE))  # a long sentence, 200 ms of it on the server
     with anyio.fail_after(WAIT):
         await sim.wait_for(lambda c: c.stats.agent_bytes_received >= int(0.3 * BPS))
         await call.clear_send_audio_buffer()
-        await call.send_audio(tone_pcm(880, RATE, 0.5))  # the answer to the interruption
+        await call.send_audio(tone(880, 0.5, RATE))  # the answer to the interruption
         await call.wait_played()
     assert call.played_seconds < 1.5  # interrupted audio does not count as played
     caller = sim.recording("caller")
@@ -84,7 +85,7 @@ async def test_send_audio_can_wait_for_room_instead_of_raising(
     async with TelcoflowClient(make_config(send_buffer_bytes=int(0.2 * BPS))) as client:
         inbox = CallInbox(client)
         sim, call = await _answered(sandbox, inbox)
-        speech = tone_pcm(660, RATE, 1.5)
+        speech = tone(660, 1.5, RATE)
         with pytest.raises(BufferFullError):
             await call.send_audio(speech)
         assert call.get_send_audio_buffer_size() == 0  # nothing queued by the refusal
@@ -110,7 +111,7 @@ async def test_waiting_sender_learns_when_the_call_ends(
         with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(hang_up_while_it_waits)
-                speech = tone_pcm(660, RATE, 5.0)
+                speech = tone(660, 5.0, RATE)
                 with pytest.raises(BufferClosedError, match="not queued"):
                     await call.send_audio(speech, wait=True)
         inbox.close()
@@ -118,7 +119,7 @@ async def test_waiting_sender_learns_when_the_call_ends(
 
 async def test_stats_count_audio_and_command_latencies(sandbox: Sandbox, inbox: CallInbox) -> None:
     sim, call = await _answered(sandbox, inbox)
-    await call.send_audio(tone_pcm(660, RATE, 0.2))
+    await call.send_audio(tone(660, 0.2, RATE))
     with anyio.fail_after(WAIT):
         await call.wait_played()
         await sim.wait_for(lambda c: len(c.recordings["agent"]) >= BPS // 2)

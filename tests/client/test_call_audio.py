@@ -12,18 +12,10 @@ import anyio.abc
 import pytest
 
 from telcoflow import CallState, TelcoflowClientConfig
+from telcoflow.audio import tone, tone_level, write_wav
 from telcoflow.events import AgentMode
 from telcoflow.exceptions import BufferClosedError, BufferFullError
-from telcoflow.sandbox import (
-    CalleeSpec,
-    CallSpec,
-    Sandbox,
-    SimCall,
-    Voice,
-    tone_level,
-    tone_pcm,
-    write_wav,
-)
+from telcoflow.sandbox import CalleeSpec, CallSpec, Sandbox, SimCall, Voice
 
 from ..helpers import WAIT, CallInbox, serving
 
@@ -220,7 +212,9 @@ async def test_echo_reaches_the_caller_intact_and_in_order(
     sandbox: Sandbox, inbox: CallInbox
 ) -> None:
     pattern = distinctive_pcm(1.2)
-    sim = await sandbox.create_call(caller=Voice.from_wav(write_wav(pattern, RATE), loop=False))
+    sim = await sandbox.create_call(
+        caller=Voice.from_wav(write_wav(None, pattern, RATE), loop=False)
+    )
     call = await inbox.next()
     await call.answer()
     start = len(sim.recordings["caller"])  # everything before is silence
@@ -312,7 +306,7 @@ async def test_clear_send_audio_buffer_stops_the_agent_at_once(
     call = await inbox.next()
     await call.answer()
     start = len(sim.recordings["caller"])
-    await call.send_audio(tone_pcm(AGENT_HZ, RATE, 3.0))
+    await call.send_audio(tone(AGENT_HZ, 3.0, RATE))
     await recorded(sim, start + seconds(0.4))
     assert (
         level(sim.recording("caller")[start + seconds(0.1) : start + seconds(0.4)], AGENT_HZ)
@@ -328,7 +322,7 @@ async def test_clear_send_audio_buffer_stops_the_agent_at_once(
     after = sim.recording("caller")[cleared + seconds(0.06) : cleared + seconds(0.4)]
     assert level(after, AGENT_HZ) < NOT_HEARD
     # Audio queued afterwards plays again.
-    await call.send_audio(tone_pcm(AGENT_HZ, RATE, 0.3))
+    await call.send_audio(tone(AGENT_HZ, 0.3, RATE))
     again = len(sim.recordings["caller"])
     await recorded(sim, again + seconds(0.3))
     assert level(sim.recording("caller")[again : again + seconds(0.3)], AGENT_HZ) > HEARD
@@ -366,7 +360,7 @@ async def test_who_hears_the_agent(
     assert call.agent_mode is mode
     assert sim.agent_mode is mode
     mark = len(sim.recordings["caller"])
-    await call.send_audio(tone_pcm(AGENT_HZ, RATE, 1.0))
+    await call.send_audio(tone(AGENT_HZ, 1.0, RATE))
     begin, end = mark + seconds(0.1), mark + seconds(0.6)
     await recorded(sim, end)
     caller = sim.recording("caller")[begin:end]

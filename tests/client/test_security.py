@@ -29,7 +29,8 @@ from telcoflow._core import (
     Setup,
 )
 from telcoflow._net import HandshakeRejected, WebSocketConnection, connect_websocket
-from telcoflow.sandbox import CalleeSpec, Sandbox, tone_pcm
+from telcoflow.audio import tone
+from telcoflow.sandbox import CalleeSpec, Sandbox
 
 from ..helpers import WAIT, CallInbox
 
@@ -101,7 +102,7 @@ async def test_no_secret_in_logs_reprs_or_errors_at_debug(
                 call = await inbox.next()
                 texts += [repr(client), repr(call), repr(call.stats)]
                 await call.answer()
-                await call.send_audio(tone_pcm(660, 24000, 0.1))
+                await call.send_audio(tone(660, 0.1, 24000))
                 await call.connect(ring_time_seconds=5)
                 with anyio.fail_after(WAIT):
                     await sim.wait_for(lambda c: c.stats.agent_bytes_received > 0)

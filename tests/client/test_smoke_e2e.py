@@ -6,7 +6,8 @@ import anyio
 import pytest
 
 from telcoflow import CallState, events
-from telcoflow.sandbox import Sandbox, tone_level
+from telcoflow.audio import tone_level
+from telcoflow.sandbox import Sandbox
 
 from ..helpers import WAIT, CallInbox, state_of
 

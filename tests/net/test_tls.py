@@ -21,7 +21,8 @@ from telcoflow import (
     WSSConnectionError,
     WSSError,
 )
-from telcoflow.sandbox import CallSpec, Connector, Sandbox, tone_level
+from telcoflow.audio import tone_level
+from telcoflow.sandbox import CallSpec, Connector, Sandbox
 
 from ..helpers import WAIT, CallInbox
 

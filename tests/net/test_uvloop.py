@@ -27,7 +27,8 @@ import pytest
 from telcoflow import CallState, TelcoflowClient, TelcoflowClientConfig
 from telcoflow._net import _streams as streams
 from telcoflow._net import open_listener
-from telcoflow.sandbox import Sandbox, SimCall, tone_level
+from telcoflow.audio import tone_level
+from telcoflow.sandbox import Sandbox, SimCall
 
 from ..client.test_cancellation import agent_gone, nothing_left_behind, open_fds, run_cancelled
 from ..client.test_client_lifecycle import client_sockets, sdk_tasks

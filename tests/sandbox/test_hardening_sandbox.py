@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from telcoflow import TelcoflowClient, TelcoflowClientConfig
-from telcoflow.sandbox import CalleeSpec, CallSpec, Limits, Retention, Sandbox, Voice, tone_pcm
+from telcoflow.audio import tone
+from telcoflow.sandbox import CalleeSpec, CallSpec, Limits, Retention, Sandbox, Voice
 
 from ..helpers import WAIT, CallInbox
 
@@ -30,7 +31,7 @@ def wav_bytes(rate: int, seconds: float = 0.5, header_rate: int | None = None) -
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
-        w.writeframes(tone_pcm(440, rate, seconds))
+        w.writeframes(tone(440, seconds, rate))
     data = bytearray(buf.getvalue())
     if header_rate is not None:
         struct.pack_into("<I", data, 24, header_rate)  # fmt chunk: sample rate

@@ -21,7 +21,8 @@ from telcoflow import (
     TelcoflowClientConfig,
     events,
 )
-from telcoflow.sandbox import Sandbox, tone_level
+from telcoflow.audio import tone_level
+from telcoflow.sandbox import Sandbox
 
 from ..helpers import WAIT, CallInbox
 

@@ -43,7 +43,8 @@ from telcoflow._core import (
     encode_audio,
 )
 from telcoflow._net import HandshakeRejected, WebSocketConnection, connect_websocket
-from telcoflow.sandbox import CalleeSpec, Connector, NumberSpec, Sandbox, Voice, tone_level
+from telcoflow.audio import tone_level
+from telcoflow.sandbox import CalleeSpec, Connector, NumberSpec, Sandbox, Voice
 
 from ..helpers import WAIT, CallInbox
 
