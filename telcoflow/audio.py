@@ -89,7 +89,7 @@ def _positive_int(name: str, value: object) -> int:
 
 
 def _n_samples(seconds: float, sample_rate: int) -> int:
-    # round, not int: 0.29 s * 8000 Hz is 2319.9999999999995 in floating point.
+    # round, not int: 0.29 s * 24000 Hz is 6959.999999999999 in floating point.
     if not seconds >= 0:  # also rejects NaN
         raise ValueError(f"seconds must be zero or more, not {seconds!r}")
     return round(seconds * _positive_int("sample_rate", sample_rate))

@@ -101,9 +101,10 @@ def test_tone_has_its_frequency_and_length(rate: int) -> None:
 
 
 def test_durations_are_rounded_not_truncated() -> None:
-    # 0.29 * 8000 is 2319.9999999999995 in floating point.
-    assert len(audio.tone(440, 0.29, 8000)) == 2 * 2320
-    assert len(audio.silence(0.29, 8000)) == 2 * 2320
+    # 0.29 * 24000 is 6959.999999999999 in floating point (0.29 * 8000 is exactly 2320.0).
+    assert 0.29 * 24000 < 6960
+    assert len(audio.tone(440, 0.29, 24000)) == 2 * 6960
+    assert len(audio.silence(0.29, 24000)) == 2 * 6960
     assert audio.tone(440, 0, 8000) == b""
 
 
@@ -397,6 +398,19 @@ def test_pure_helpers_work_without_numpy_or_soxr() -> None:
         audio.check_pcm16(pcm, 8000)
         assert audio.read_wav(audio.write_wav(None, pcm, 8000)) == (pcm, 8000)
         assert len(list(audio.chunks(pcm, 8000))) == 10
+        # Levels, mixing and the stereo down-mix have pure-Python paths too.
+        import io, struct, wave
+        assert abs(audio.tone_level(pcm[:1600], 8000, 440) - audio.TONE_AMPLITUDE) < 0.01
+        assert audio.rms(pcm[1600:]) == 0.0
+        mixed = audio.mix(struct.pack("<3h", 100, -200, 30000), struct.pack("<3h", 1, 2, 30000))
+        assert mixed == struct.pack("<3h", 101, -198, 32767)
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(struct.pack("<4h", 1000, 3000, -3001, -1000))
+        assert audio.read_wav(buf.getvalue()) == (struct.pack("<2h", 2000, -2001), 8000)
         try:
             audio.ulaw_encode(pcm)
         except ImportError as exc:
