@@ -20,14 +20,8 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
-from telcoflow.sandbox import (
-    DEFAULT_API_KEY,
-    DEFAULT_CONNECTOR_UUID,
-    CallSpec,
-    Sandbox,
-    SimCall,
-    tone_level,
-)
+from telcoflow import audio
+from telcoflow.sandbox import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID, CallSpec, Sandbox, SimCall
 from telcoflow.testing import TONE_THRESHOLD, WINDOW_S
 from telcoflow_sdk import (
     ActiveCall,
@@ -272,7 +266,7 @@ class Demo:
         pcm, step = sim.recording(party), int(self.rate * WINDOW_S) * 2
         spans: list[Span] = []
         for i in range(0, len(pcm) - step + 1, step):
-            if tone_level(pcm[i : i + step], self.rate, hz) >= TONE_THRESHOLD:
+            if audio.tone_level(pcm[i : i + step], self.rate, hz) >= TONE_THRESHOLD:
                 start, end = i / (2 * self.rate), (i + step) / (2 * self.rate)
                 if spans and spans[-1][1] == start:
                     spans[-1] = (spans[-1][0], end)

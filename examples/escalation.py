@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import _harness
 import anyio
 
-from telcoflow.sandbox import CalleeSpec, CallSpec, Voice, rms, tone_pcm
+from telcoflow import audio
+from telcoflow.sandbox import CalleeSpec, CallSpec, Voice
 from telcoflow_sdk import ActiveCall, WSSCallCommandError
 
 log = logging.getLogger("escalation")
@@ -32,7 +33,7 @@ NOBODY_ANSWERED = {"CALL_UNANSWERED", "CALL_REJECTED"}
 
 async def say(call: ActiveCall, hz: int, seconds: float) -> None:
     """Say a "sentence" and wait until the caller has heard all of it."""
-    await call.send_audio(tone_pcm(hz, call.sample_rate, seconds))
+    await call.send_audio(audio.tone(hz, seconds, call.sample_rate))
     await call.wait_played()
 
 
@@ -41,7 +42,7 @@ async def listen(call: ActiveCall, seconds: float) -> float:
     spoke = 0.0
     with anyio.move_on_after(seconds):
         async for chunk in call.audio_stream():
-            if rms(chunk) >= SPEECH_RMS:
+            if audio.rms(chunk) >= SPEECH_RMS:
                 spoke += len(chunk) / 2 / call.sample_rate
     return spoke
 

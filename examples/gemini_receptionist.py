@@ -25,9 +25,10 @@ from collections.abc import Callable
 
 import _harness
 
+from telcoflow import audio
 from telcoflow.bridge import BridgeResult, bridge, end_call, tool
 from telcoflow.bridge.gemini import GeminiLiveAdapter
-from telcoflow.sandbox import CallSpec, Voice, tone_pcm, write_wav
+from telcoflow.sandbox import CallSpec, Voice
 from telcoflow.testing import Answer
 from telcoflow_sdk import ActiveCall
 
@@ -109,13 +110,13 @@ def caller(rate: int) -> Voice:
     """Listens to the greeting, asks about the booking, listens, says thanks, listens."""
 
     def talk(s: float) -> bytes:
-        return tone_pcm(CALLER_HZ, rate, s)
+        return audio.tone(CALLER_HZ, s, rate)
 
     def quiet(s: float) -> bytes:
-        return bytes(2 * int(rate * s))
+        return audio.silence(s, rate)
 
     return Voice.from_wav(
-        write_wav(quiet(1.6) + talk(0.5) + quiet(2.4) + talk(0.4) + quiet(5), rate)
+        audio.write_wav(None, quiet(1.6) + talk(0.5) + quiet(2.4) + talk(0.4) + quiet(5), rate)
     )
 
 

@@ -17,7 +17,8 @@ import sys
 import _harness
 import anyio
 
-from telcoflow.sandbox import CalleeSpec, CallSpec, Voice, rms, tone_pcm
+from telcoflow import audio
+from telcoflow.sandbox import CalleeSpec, CallSpec, Voice
 from telcoflow_sdk import ActiveCall
 
 log = logging.getLogger("monitoring")
@@ -28,7 +29,7 @@ RING_TIME_S = 20
 
 
 async def say(call: ActiveCall, hz: int, seconds: float) -> None:
-    await call.send_audio(tone_pcm(hz, call.sample_rate, seconds))
+    await call.send_audio(audio.tone(hz, seconds, call.sample_rate))
     await call.wait_played()
 
 
@@ -50,7 +51,9 @@ async def supervisor(call: ActiveCall) -> None:
     await call.spy()  # nobody hears the supervisor; it hears both
     heard = await listen(call, 0.6)
     seconds = len(heard) / 2 / call.sample_rate
-    log.info("%s: spy: listened in for %.1f s (level %.2f)", call.call_id, seconds, rms(heard))
+    log.info(
+        "%s: spy: listened in for %.1f s (level %.2f)", call.call_id, seconds, audio.rms(heard)
+    )
 
     await call.whisper()  # only the operator (callee) hears the supervisor
     await say(call, COACH_HZ, 0.5)

@@ -24,9 +24,10 @@ from collections.abc import Callable
 
 import _harness
 
+from telcoflow import audio
 from telcoflow.bridge import bridge, transfer
 from telcoflow.bridge.openai import OpenAIRealtimeAdapter
-from telcoflow.sandbox import CalleeSpec, CallSpec, Voice, tone_pcm, write_wav
+from telcoflow.sandbox import CalleeSpec, CallSpec, Voice
 from telcoflow.testing import Answer
 from telcoflow_sdk import ActiveCall
 
@@ -78,13 +79,13 @@ def caller(rate: int) -> Voice:
     """Listens to the hello, asks, talks over the long answer (asks for a person), listens."""
 
     def talk(s: float) -> bytes:
-        return tone_pcm(CALLER_HZ, rate, s)
+        return audio.tone(CALLER_HZ, s, rate)
 
     def quiet(s: float) -> bytes:
-        return bytes(2 * int(rate * s))
+        return audio.silence(s, rate)
 
     pcm = quiet(1.5) + talk(0.5) + quiet(1.3) + talk(0.6) + quiet(8)
-    return Voice.from_wav(write_wav(pcm, rate), loop=False)
+    return Voice.from_wav(audio.write_wav(None, pcm, rate), loop=False)
 
 
 async def demo(d: _harness.Demo) -> None:

@@ -21,8 +21,9 @@ import sys
 
 import _harness
 
+from telcoflow import audio
 from telcoflow.bridge import ScriptedModel, bridge
-from telcoflow.sandbox import CallSpec, Voice, tone_pcm, write_wav
+from telcoflow.sandbox import CallSpec, Voice
 from telcoflow.testing import Answer
 from telcoflow_sdk import ActiveCall
 
@@ -53,13 +54,13 @@ def caller_script(rate: int) -> Voice:
     """Speaks 0.5 s, waits 0.7 s (the answer starts), talks over it for 0.4 s, then listens."""
 
     def speech(s: float) -> bytes:
-        return tone_pcm(CALLER_HZ, rate, s)
+        return audio.tone(CALLER_HZ, s, rate)
 
     def quiet(s: float) -> bytes:
-        return bytes(2 * int(rate * s))
+        return audio.silence(s, rate)
 
     pcm = speech(0.5) + quiet(0.7) + speech(0.4) + quiet(2.0)
-    return Voice.from_wav(write_wav(pcm, rate), loop=False)
+    return Voice.from_wav(audio.write_wav(None, pcm, rate), loop=False)
 
 
 async def demo(d: _harness.Demo) -> None:

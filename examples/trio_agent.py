@@ -20,7 +20,8 @@ import sys
 import _harness
 import trio
 
-from telcoflow.sandbox import CallSpec, Voice, rms, tone_pcm
+from telcoflow import audio
+from telcoflow.sandbox import CallSpec, Voice
 from telcoflow_sdk import ActiveCall, CallState, TelcoflowClient, WSSCallClosedError
 
 log = logging.getLogger("trio_agent")
@@ -35,17 +36,17 @@ DRAIN_S = 30
 
 async def agent(call: ActiveCall) -> None:
     await call.answer()
-    await call.send_audio(tone_pcm(GREETING_HZ, call.sample_rate, 0.4))
+    await call.send_audio(audio.tone(GREETING_HZ, 0.4, call.sample_rate))
     spoke = 0.0
     with trio.move_on_after(LISTEN_S) as listening:
         async for chunk in call.audio_stream():
-            if rms(chunk) >= SPEECH_RMS:
+            if audio.rms(chunk) >= SPEECH_RMS:
                 spoke += len(chunk) / 2 / call.sample_rate
     if not listening.cancelled_caught:  # the stream ended: the caller hung up
         log.info("%s: caller hung up after speaking %.1f s", call.call_id, spoke)
         return
     log.info("%s: time is up (caller spoke %.1f s); saying goodbye", call.call_id, spoke)
-    await call.send_audio(tone_pcm(GOODBYE_HZ, call.sample_rate, 0.3))
+    await call.send_audio(audio.tone(GOODBYE_HZ, 0.3, call.sample_rate))
     await call.wait_played()
     await call.disconnect()
 

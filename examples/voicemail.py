@@ -21,7 +21,8 @@ from pathlib import Path
 import _harness
 import anyio
 
-from telcoflow.sandbox import CalleeSpec, CallSpec, Voice, read_wav, tone_pcm, write_wav
+from telcoflow import audio
+from telcoflow.sandbox import CalleeSpec, CallSpec, Voice
 from telcoflow.testing import tone_seconds
 from telcoflow_sdk import ActiveCall, WSSCallCommandError
 
@@ -73,7 +74,7 @@ class Voicemail:
 
     async def take_message(self, call: ActiveCall) -> None:
         rate = call.sample_rate
-        await call.send_audio(tone_pcm(GREETING_HZ, rate, 0.6) + tone_pcm(BEEP_HZ, rate, 0.2))
+        await call.send_audio(audio.tone(GREETING_HZ, 0.6, rate) + audio.tone(BEEP_HZ, 0.2, rate))
         message = bytearray()
         target = int(self.message_seconds * rate) * 2
         async for chunk in call.audio_stream():
@@ -83,10 +84,11 @@ class Voicemail:
             if len(message) >= target:
                 break
         path = anyio.Path(self.folder) / f"{call.call_id}.wav"
-        await path.write_bytes(write_wav(bytes(message), rate))  # not blocking the event loop
+        wav = audio.write_wav(None, message, rate)
+        await path.write_bytes(wav)  # not blocking the event loop
         log.info("%s: saved %.1f s message to %s", call.call_id, len(message) / 2 / rate, path)
         if call.is_active:  # else the caller hung up mid-message: that is fine too
-            await call.send_audio(tone_pcm(GOODBYE_HZ, rate, 0.3))
+            await call.send_audio(audio.tone(GOODBYE_HZ, 0.3, rate))
             await call.wait_played()
             await call.disconnect()
 
@@ -107,8 +109,9 @@ TONES = {
 
 def caller_leaving_a_message(rate: int) -> Voice:
     """Says "hello?" over the greeting, waits for the beep, then speaks the message."""
-    speech = tone_pcm(HELLO_HZ, rate, 0.4) + bytes(2 * rate // 2) + tone_pcm(CALLER_HZ, rate, 2.5)
-    return Voice.from_wav(write_wav(speech, rate), loop=False)
+    hello, pause = audio.tone(HELLO_HZ, 0.4, rate), audio.silence(0.5, rate)
+    speech = hello + pause + audio.tone(CALLER_HZ, 2.5, rate)
+    return Voice.from_wav(audio.write_wav(None, speech, rate), loop=False)
 
 
 async def demo(d: _harness.Demo) -> None:
@@ -137,7 +140,7 @@ async def demo(d: _harness.Demo) -> None:
         )
         wavs = [p async for p in anyio.Path(folder).iterdir()]
         d.check("one message was saved", len(wavs) == 1, ", ".join(w.name for w in wavs))
-        pcm, rate = read_wav(await wavs[0].read_bytes()) if wavs else (b"", d.rate)
+        pcm, rate = audio.read_wav(await wavs[0].read_bytes()) if wavs else (b"", d.rate)
         voice, hello = tone_seconds(pcm, rate, CALLER_HZ), tone_seconds(pcm, rate, HELLO_HZ)
         d.check(
             "the message holds what the caller said after the beep, and only that",
