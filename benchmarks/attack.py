@@ -121,15 +121,8 @@ from telcoflow._net import (
     WebSocketConnection,
     connect_websocket,
 )
-from telcoflow.sandbox import (
-    DEFAULT_API_KEY,
-    DEFAULT_CONNECTOR_UUID,
-    Connector,
-    Limits,
-    Sandbox,
-    tone_pcm,
-    write_wav,
-)
+from telcoflow.audio import tone, write_wav
+from telcoflow.sandbox import DEFAULT_API_KEY, DEFAULT_CONNECTOR_UUID, Connector, Limits, Sandbox
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -691,7 +684,7 @@ def bad_requests(api_key: str, connector_uuid: str) -> list[tuple[str, bytes, st
 
 def wav_declaring(rate: int) -> bytes:
     """Half a second of 8 kHz audio whose header says ``rate`` Hz."""
-    data = bytearray(write_wav(tone_pcm(440, 8000, 0.5), 8000))
+    data = bytearray(write_wav(None, tone(440, 0.5, 8000), 8000))
     fmt = data.index(b"fmt ") + 8  # the fmt chunk's body: format, channels, rate, byte rate
     data[fmt + 4 : fmt + 8] = rate.to_bytes(4, "little")
     data[fmt + 8 : fmt + 12] = (rate * 2).to_bytes(4, "little")
@@ -700,7 +693,7 @@ def wav_declaring(rate: int) -> bytes:
 
 def five_minute_wav() -> bytes:
     """An ordinary 5-minute 8 kHz WAV (a 440 Hz tone: a whole number of cycles per second)."""
-    return write_wav(tone_pcm(440, 8000, 1.0) * 300, 8000)
+    return write_wav(None, tone(440, 1.0, 8000) * 300, 8000)
 
 
 class Occurrences:

@@ -33,8 +33,9 @@ from typing import Any
 import anyio
 
 from telcoflow import TelcoflowClient, TelcoflowClientConfig
+from telcoflow.audio import tone, tone_level, write_wav
 from telcoflow.bridge import ModelAdapter, ScriptedModel, bridge
-from telcoflow.sandbox import CallSpec, Sandbox, SimCall, Voice, tone_level, tone_pcm, write_wav
+from telcoflow.sandbox import CallSpec, Sandbox, SimCall, Voice
 from telcoflow.testing import Answer, CallInbox
 from telcoflow.testing._engine import END_OF_TURN_S
 
@@ -49,7 +50,7 @@ WINDOW_S = 0.01
 
 def caller_voice(rate: int) -> Voice:
     def talk(s: float) -> bytes:
-        return tone_pcm(CALLER_HZ, rate, s)
+        return tone(CALLER_HZ, s, rate)
 
     def quiet(s: float) -> bytes:
         return bytes(2 * int(rate * s))
@@ -57,7 +58,7 @@ def caller_voice(rate: int) -> Voice:
     # greeting (1 s) · question · the first answer starts, 0.5 s of it heard · barge-in · the
     # second answer whole
     pcm = quiet(2.0) + talk(0.4) + quiet(1.1) + talk(0.4) + quiet(2.5)
-    return Voice.from_wav(write_wav(pcm, rate), loop=False)
+    return Voice.from_wav(write_wav(None, pcm, rate), loop=False)
 
 
 def spans(sim: SimCall, party: str, hz: float) -> list[tuple[float, float]]:
