@@ -18,10 +18,11 @@ Invariants:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ..audio import _rms, _sine
 
 __all__ = ["Answer", "Response", "ScriptedConversation", "tone16"]
 
@@ -31,23 +32,9 @@ TONE_AMPLITUDE = 0.25
 
 
 def tone16(hz: float, seconds: float, rate: int, amplitude: float = TONE_AMPLITUDE) -> bytes:
-    """A sine tone as PCM16 mono (no numpy: the stand-ins run where the audio extra is not)."""
-    n = round(seconds * rate)
-    peak = amplitude * 32767
-    step = 2 * math.pi * hz / rate
-    out = bytearray(2 * n)
-    for i in range(n):
-        v = int(peak * math.sin(step * i))
-        out[2 * i : 2 * i + 2] = v.to_bytes(2, "little", signed=True)
-    return bytes(out)
-
-
-def _rms(pcm: bytes) -> float:
-    n = len(pcm) // 2
-    if not n:
-        return 0.0
-    samples = memoryview(pcm[: 2 * n]).cast("h")
-    return math.sqrt(sum(s * s for s in samples) / n) / 32768
+    """A sine tone as PCM16 mono, unchecked (a scripted answer may ask any frequency):
+    :func:`telcoflow.audio.tone`'s samples, which need no numpy either."""
+    return _sine(hz, round(seconds * rate), rate, amplitude)
 
 
 @dataclass(frozen=True)
