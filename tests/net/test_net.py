@@ -1,8 +1,9 @@
 """The connection layer over real loopback sockets, under asyncio and trio.
 
-A tiny server in this module accepts TCP connections on 127.0.0.1 and runs ``ServerHandshake``;
-tests then drive both ends of the WebSocket. Raw handlers (a peer that never reads, one that
-vanishes, one that sends broken frames) stand in for misbehaving peers. Every wait is bounded.
+A tiny server (tests/net/loopback.py) accepts TCP connections on 127.0.0.1 and runs
+``ServerHandshake``; tests then drive both ends of the WebSocket. Raw handlers (a peer that never
+reads, one that vanishes, one that sends broken frames) stand in for misbehaving peers. Every
+wait is bounded.
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import pytest
 import trustme
-from anyio.streams.tls import TLSListener
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, Ping, Pong, Request, TextMessage
 
@@ -42,188 +40,54 @@ from telcoflow._net import (
 from telcoflow._net._frames import OP_BINARY, encode_data_frame
 
 from ..helpers import WAIT
+from .loopback import (
+    GatedStream,
+    SlowStream,
+    client_at,
+    close_code,
+    closed_port,
+    connect_fails,
+    connected,
+    finishes_within,
+    handshake_only,
+    open_pair,
+    raw_accept,
+    receive_all,
+    record_close,
+    send_until_closed,
+    serve_loopback,
+    start_handshake,
+    vanish,
+    wsproto_pair,
+)
 
 pytestmark = pytest.mark.anyio
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-Handler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
-
-
-# --- a loopback server -------------------------------------------------------------------------
-
-
-class Loopback:
-    """A WebSocket server on 127.0.0.1; the default handler hands accepted connections over."""
-
-    def __init__(self, port: int, scheme: str = "ws") -> None:
-        self.port = port
-        self.scheme = scheme
-        self.handshakes: list[ServerHandshake] = []
-        self._send, self._receive = anyio.create_memory_object_stream[WebSocketConnection](10)
-
-    def url(self, path: str = "/ws") -> str:
-        host = "localhost" if self.scheme == "wss" else "127.0.0.1"
-        return f"{self.scheme}://{host}:{self.port}{path}"
-
-    async def accept(self, stream: anyio.abc.ByteStream) -> None:
-        """Read the request, accept it, hand the connection to the test, keep the socket open."""
-        handshake = await start_handshake(stream)
-        self.handshakes.append(handshake)
-        await self._send.send(await handshake.accept("server"))
-        await anyio.sleep_forever()
-
-    async def next_connection(self) -> WebSocketConnection:
-        with anyio.fail_after(WAIT):
-            return await self._receive.receive()
-
-    def close(self) -> None:
-        self._send.close()
-        self._receive.close()
-
-
-@asynccontextmanager
-async def serve_loopback(
-    handler: Handler | None = None, *, tls: ssl.SSLContext | None = None
-) -> AsyncIterator[Loopback]:
-    """Serve on an ephemeral port until the block ends; every handler's socket is then closed."""
-    listener: anyio.abc.Listener[anyio.abc.ByteStream]
-    tcp = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    server = Loopback(tcp.extra(anyio.abc.SocketAttribute.local_port), "wss" if tls else "ws")
-    listener = TLSListener(tcp, tls) if tls else tcp
-    chosen = handler or server.accept
-
-    async def run(stream: anyio.abc.ByteStream) -> None:
-        try:
-            await chosen(stream)
-        finally:
-            await anyio.aclose_forcefully(stream)
-
-    try:
-        async with listener, anyio.create_task_group() as tg:
-            tg.start_soon(listener.serve, run)
-            yield server
-            tg.cancel_scope.cancel()
-    finally:
-        server.close()
-
-
-@asynccontextmanager
-async def open_pair(
-    path: str = "/ws",
-) -> AsyncIterator[tuple[WebSocketConnection, WebSocketConnection]]:
-    """A connected (client, server) pair over loopback; both are dropped when the block ends."""
-    async with serve_loopback() as server:
-        with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url(path))
-        try:
-            yield client, await server.next_connection()
-        finally:
-            await client.abort()
-
-
-async def start_handshake(stream: anyio.abc.ByteStream) -> ServerHandshake:
-    """Read the start of the request, as a server sniffing the protocol would; start() reads on."""
-    return await ServerHandshake.start(stream, await stream.receive())
-
-
-async def handshake_only(stream: anyio.abc.ByteStream) -> None:
-    """Accept the upgrade, then never read or write again: a hung peer."""
-    handshake = await start_handshake(stream)
-    await handshake.accept("hung")
-    await anyio.sleep_forever()
-
-
-async def raw_accept(stream: anyio.abc.ByteStream) -> WSConnection:
-    """Accept the upgrade with a bare wsproto server, for peers that send hand-made frames.
-
-    Returns once the client sent its first message, so whatever the caller sends next cannot
-    share a read with the handshake response (see the test of exactly that case)."""
-    ws = WSConnection(ConnectionType.SERVER)
-    accepted = False
-    while True:
-        ws.receive_data(await stream.receive())
-        for event in ws.events():
-            if isinstance(event, Request):
-                await stream.send(ws.send(AcceptConnection()))
-                accepted = True
-            elif accepted and isinstance(event, TextMessage):
-                return ws
-
-
-async def connect_raw(url: str) -> WebSocketConnection:
-    """Connect to a ``raw_accept`` peer and send the message it waits for."""
-    client = await connect_websocket(url)
-    await client.send("ready")
-    return client
-
-
-async def receive_all(conn: WebSocketConnection) -> ConnectionClosed:
-    """Answer pings and discard messages until the connection closes; return why it closed."""
-    while True:
-        try:
-            await conn.receive()
-        except ConnectionClosed as exc:
-            return exc
-
-
-async def send_until_closed(conn: WebSocketConnection) -> None:
-    while True:
-        await conn.send(b"\x00" * 65536)
-
-
-@contextmanager
-def finishes_within(seconds: float) -> Iterator[None]:
-    """Assert the block took less than ``seconds``. ``aclose`` is shielded, so ``fail_after``
-    cannot cut it short (nor report it): a slow close must be measured instead."""
-    start = anyio.current_time()
-    yield
-    elapsed = anyio.current_time() - start
-    assert elapsed < seconds, f"took {elapsed:.2f} s, expected under {seconds} s"
-
-
-def close_code(conn: WebSocketConnection) -> int | None:
-    return None if conn.closed is None else conn.closed.code
-
-
-async def closed_port() -> int:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    await listener.aclose()
-    return port
 
 
 # --- handshake ---------------------------------------------------------------------------------
 
 
 async def test_server_sees_the_target_and_the_extra_headers() -> None:
-    async with serve_loopback() as server:
-        with anyio.fail_after(WAIT):
-            client = await connect_websocket(
-                server.url("/v1/calls/abc?token=t%201"),
-                headers=[("X-Test", "1"), ("Authorization", "Bearer k")],
-            )
-        try:
-            await server.next_connection()
-            (handshake,) = server.handshakes
-            assert handshake.request.target == "/v1/calls/abc?token=t%201"
-            assert handshake.request.host == f"127.0.0.1:{server.port}"
-            assert handshake.headers["x-test"] == "1"
-            assert handshake.headers["authorization"] == "Bearer k"
-            assert "X-Test" not in handshake.headers
-        finally:
-            await client.abort()
+    headers = [("X-Test", "1"), ("Authorization", "Bearer k")]
+    async with (
+        serve_loopback() as server,
+        server.connected("/v1/calls/abc?token=t%201", headers=headers),
+    ):
+        await server.next_connection()
+        (handshake,) = server.handshakes
+        assert handshake.request.target == "/v1/calls/abc?token=t%201"
+        assert handshake.request.host == f"127.0.0.1:{server.port}"
+        assert handshake.headers["x-test"] == "1"
+        assert handshake.headers["authorization"] == "Bearer k"
+        assert "X-Test" not in handshake.headers
 
 
 async def test_an_empty_path_is_sent_as_slash() -> None:
-    async with serve_loopback() as server:
-        with anyio.fail_after(WAIT):
-            client = await connect_websocket(f"ws://127.0.0.1:{server.port}")
-        try:
-            await server.next_connection()
-            assert server.handshakes[0].request.target == "/"
-        finally:
-            await client.abort()
+    async with serve_loopback() as server, server.connected(path=""):  # ws://127.0.0.1:port
+        await server.next_connection()
+        assert server.handshakes[0].request.target == "/"
 
 
 async def test_server_handshake_starts_with_no_bytes_read_yet() -> None:
@@ -237,14 +101,10 @@ async def test_server_handshake_starts_with_no_bytes_read_yet() -> None:
         await conn.send(await conn.receive())
         await anyio.sleep_forever()
 
-    async with serve_loopback(from_nothing) as server:
+    async with connected(from_nothing, path="/empty-start") as client:
         with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url("/empty-start"))
-            try:
-                await client.send("echo me")
-                assert await client.receive() == "echo me"
-            finally:
-                await client.abort()
+            await client.send("echo me")
+            assert await client.receive() == "echo me"
     assert accepted[0].request.target == "/empty-start"
 
 
@@ -253,12 +113,10 @@ async def test_reject_raises_handshake_rejected_with_status_and_body() -> None:
         handshake = await start_handshake(stream)
         await handshake.reject(401, "bad key")
 
-    async with serve_loopback(reject) as server:
-        with anyio.fail_after(WAIT), pytest.raises(HandshakeRejected) as info:
-            await connect_websocket(server.url(), headers=[("x-test", "1")])
-    assert info.value.status_code == 401
-    assert info.value.body == "bad key"
-    assert isinstance(info.value, ConnectFailed)
+    error = await connect_fails(reject, headers=[("x-test", "1")])  # a ConnectFailed
+    assert isinstance(error, HandshakeRejected)
+    assert error.status_code == 401
+    assert error.body == "bad key"
 
 
 async def test_a_closed_port_raises_connect_failed() -> None:
@@ -280,9 +138,7 @@ async def test_a_server_that_hangs_up_during_the_handshake_raises_connect_failed
     async def hang_up(stream: anyio.abc.ByteStream) -> None:
         await stream.receive()
 
-    async with serve_loopback(hang_up) as server:
-        with anyio.fail_after(WAIT), pytest.raises(ConnectFailed):
-            await connect_websocket(server.url())
+    await connect_fails(hang_up)
 
 
 async def test_a_server_that_answers_garbage_raises_connect_failed() -> None:
@@ -291,9 +147,7 @@ async def test_a_server_that_answers_garbage_raises_connect_failed() -> None:
         await stream.send(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
         await anyio.sleep_forever()
 
-    async with serve_loopback(garbage) as server:
-        with anyio.fail_after(WAIT), pytest.raises(ConnectFailed):
-            await connect_websocket(server.url())
+    await connect_fails(garbage)
 
 
 async def test_a_wrong_accept_key_raises_connect_failed() -> None:
@@ -305,9 +159,7 @@ async def test_a_wrong_accept_key_raises_connect_failed() -> None:
         )
         await anyio.sleep_forever()
 
-    async with serve_loopback(wrong_key) as server:
-        with anyio.fail_after(WAIT), pytest.raises(ConnectFailed):
-            await connect_websocket(server.url())
+    await connect_fails(wrong_key)
 
 
 async def test_a_message_sent_with_the_handshake_response_is_received() -> None:
@@ -320,14 +172,9 @@ async def test_a_message_sent_with_the_handshake_response_is_received() -> None:
         await stream.send(ws.send(AcceptConnection()) + ws.send(TextMessage("welcome")))
         await anyio.sleep_forever()
 
-    async with serve_loopback(greet) as server:
-        with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url())
-        try:
-            with anyio.fail_after(2.0):  # milliseconds when it works; it has no reason to wait
-                assert await client.receive() == "welcome"
-        finally:
-            await client.abort()
+    async with connected(greet) as client:
+        with anyio.fail_after(2.0):  # milliseconds when it works; it has no reason to wait
+            assert await client.receive() == "welcome"
 
 
 async def test_connect_is_cancellable_while_the_server_is_silent() -> None:
@@ -364,23 +211,18 @@ async def test_wss_round_trip_with_mutual_tls(ca: trustme.CA, tmp_path: Path) ->
     cert_path = tmp_path / "client.pem"
     client_cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
     context = client_ssl_context(ca_path=str(ca_path), cert_path=str(cert_path))
-    async with serve_loopback(tls=server_tls(ca, require_client_cert=True)) as server:
+    tls = server_tls(ca, require_client_cert=True)
+    async with serve_loopback(tls=tls) as server, server.connected(ssl_context=context) as client:
         with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url(), ssl_context=context)
-            try:
-                peer = await server.next_connection()
-                await client.send("over tls")
-                assert await peer.receive() == "over tls"
-                await peer.send(b"\x00" * 100_000)
-                assert await client.receive() == b"\x00" * 100_000
-            finally:
-                await client.abort()
+            peer = await server.next_connection()
+            await client.send("over tls")
+            assert await peer.receive() == "over tls"
+            await peer.send(b"\x00" * 100_000)
+            assert await client.receive() == b"\x00" * 100_000
 
 
 async def test_wss_with_an_untrusted_certificate_raises_connect_failed(ca: trustme.CA) -> None:
-    async with serve_loopback(tls=server_tls(ca)) as server:
-        with anyio.fail_after(WAIT), pytest.raises(ConnectFailed):
-            await connect_websocket(server.url(), ssl_context=ssl.create_default_context())
+    await connect_fails(tls=server_tls(ca), ssl_context=ssl.create_default_context())
 
 
 # --- messages ----------------------------------------------------------------------------------
@@ -446,27 +288,19 @@ async def test_a_fragmented_message_is_reassembled_and_pings_between_fragments_a
                 pong.set()
         await anyio.sleep_forever()
 
-    async with serve_loopback(fragments) as server:
+    async with connected(fragments, raw=True) as client:
         with anyio.fail_after(WAIT):
-            client = await connect_raw(server.url())
-            try:
-                assert await client.receive() == "hello wörld"
-                assert await client.receive() == b"\x01\x02"
-                await pong.wait()
-            finally:
-                await client.abort()
+            assert await client.receive() == "hello wörld"
+            assert await client.receive() == b"\x01\x02"
+            await pong.wait()
 
 
 async def test_a_message_over_the_limit_closes_with_1009() -> None:
     async with open_pair() as (client, server):
         with anyio.fail_after(WAIT):
+            client_closed: list[ConnectionClosed] = []
             async with anyio.create_task_group() as tg:
-                client_closed: list[ConnectionClosed] = []
-
-                async def client_reader() -> None:
-                    client_closed.append(await receive_all(client))
-
-                tg.start_soon(client_reader)
+                tg.start_soon(record_close, client, client_closed)
                 tg.start_soon(client.send, b"x" * (MAX_MESSAGE_BYTES + 1))
                 with pytest.raises(ConnectionClosed) as info:
                     await server.receive()
@@ -512,17 +346,13 @@ async def test_a_broken_frame_from_the_peer_raises_connection_closed(
         await stream.send(frame)
         await anyio.sleep_forever()
 
-    async with serve_loopback(broken) as server:
+    async with connected(broken, raw=True) as client:
         with anyio.fail_after(WAIT):
-            client = await connect_raw(server.url())
-            try:
-                with pytest.raises(ConnectionClosed) as info:
-                    await client.receive()
-                assert info.value.code == code
-                with pytest.raises(ConnectionClosed):
-                    await client.send("after")
-            finally:
-                await client.abort()
+            with pytest.raises(ConnectionClosed) as info:
+                await client.receive()
+            assert info.value.code == code
+            with pytest.raises(ConnectionClosed):
+                await client.send("after")
 
 
 # --- write coalescing --------------------------------------------------------------------------
@@ -556,33 +386,8 @@ async def test_concurrent_sends_are_none_lost() -> None:
     assert sorted(received, key=repr) == sorted(messages, key=repr)
 
 
-class SlowStream(anyio.abc.ByteStream):
-    """A byte stream whose every write takes a while (a slow peer), recording each write."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    async def send(self, item: bytes) -> None:
-        await anyio.sleep(0.01)
-        self.writes.append(item)
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        await anyio.sleep_forever()
-        raise AssertionError  # pragma: no cover
-
-    async def send_eof(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-
 async def test_sends_made_while_a_write_is_under_way_go_out_together() -> None:
-    client_ws, server_ws = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
-    server_ws.receive_data(client_ws.send(Request(host="example.test", target="/")))
-    list(server_ws.events())
-    client_ws.receive_data(server_ws.send(AcceptConnection()))
-    list(client_ws.events())
+    client_ws, server_ws = wsproto_pair()
     stream = SlowStream()
     conn = WebSocketConnection(stream, client_ws, name="slow", leftover=b"")
     messages = [bytes([i]) * (i + 1) for i in range(20)]
@@ -597,29 +402,11 @@ async def test_sends_made_while_a_write_is_under_way_go_out_together() -> None:
     assert sorted(got) == sorted(messages)
 
 
-class GatedStream(SlowStream):
-    """A byte stream whose writes wait for ``gate``: a write under way, held for the test."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.started = anyio.Event()
-        self.gate = anyio.Event()
-
-    async def send(self, item: bytes) -> None:
-        self.started.set()
-        await self.gate.wait()
-        self.writes.append(item)
-
-
 async def test_raw_bytes_go_out_between_whole_frames_and_keep_the_accounting() -> None:
     """``send_raw`` (hostile test peers' door) queues through the writer like any frame: bytes
     sent while a write is under way go out whole with the next write, and every sender returns
     once its own bytes are written."""
-    client_ws, server_ws = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
-    server_ws.receive_data(client_ws.send(Request(host="example.test", target="/")))
-    list(server_ws.events())
-    client_ws.receive_data(server_ws.send(AcceptConnection()))
-    list(client_ws.events())
+    client_ws, server_ws = wsproto_pair()
     stream = GatedStream()
     conn = WebSocketConnection(stream, client_ws, name="gated", leftover=b"")
     raw = encode_data_frame(OP_BINARY, b"hand-made", masked=True)
@@ -684,32 +471,24 @@ async def test_a_ping_is_answered_by_the_peers_reader(pinger: str) -> None:
 
 
 async def test_heartbeat_against_a_peer_that_never_reads_raises_1011() -> None:
-    async with serve_loopback(handshake_only) as server:
+    async with connected(handshake_only) as client:
         with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url())
-            try:
-                with pytest.raises(ConnectionClosed) as info:
-                    await client.heartbeat(interval=0.05, timeout=0.2)
-                assert info.value.code == 1011
-                assert client.closed is info.value
-                with pytest.raises(ConnectionClosed) as after:
-                    await client.receive()
-                assert after.value.code == 1011
-            finally:
-                await client.abort()
+            with pytest.raises(ConnectionClosed) as info:
+                await client.heartbeat(interval=0.05, timeout=0.2)
+            assert info.value.code == 1011
+            assert client.closed is info.value
+            with pytest.raises(ConnectionClosed) as after:
+                await client.receive()
+            assert after.value.code == 1011
 
 
 async def test_a_pending_pong_wakes_up_when_the_connection_closes() -> None:
-    async with serve_loopback(handshake_only) as server:
+    async with connected(handshake_only) as client:
         with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url())
-            try:
-                pong = await client.ping(b"unanswered")
-                assert not pong.is_set()
-                await client.abort()
-                await pong.wait()
-            finally:
-                await client.abort()
+            pong = await client.ping(b"unanswered")
+            assert not pong.is_set()
+            await client.abort()
+            await pong.wait()
 
 
 async def test_heartbeat_keeps_a_live_connection_and_returns_on_close() -> None:
@@ -744,13 +523,9 @@ async def test_aclose_delivers_code_and_reason_to_the_peer(closer: str, reading:
     async with open_pair() as (client, server):
         me, peer = (client, server) if closer == "client" else (server, client)
         with anyio.fail_after(WAIT):
+            peer_closed: list[ConnectionClosed] = []
             async with anyio.create_task_group() as tg:
-                peer_closed: list[ConnectionClosed] = []
-
-                async def peer_reader() -> None:
-                    peer_closed.append(await receive_all(peer))
-
-                tg.start_soon(peer_reader)
+                tg.start_soon(record_close, peer, peer_closed)
                 if reading:
                     tg.start_soon(receive_all, me)
                     await anyio.wait_all_tasks_blocked()
@@ -785,30 +560,21 @@ async def test_aclose_is_idempotent_and_sending_after_it_raises() -> None:
 
 
 async def test_aclose_is_bounded_when_the_peer_never_answers() -> None:
-    async with serve_loopback(handshake_only) as server:
-        with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url())
-        try:
-            start = anyio.current_time()
-            with finishes_within(CLOSE_TIMEOUT + 1.0):
-                await client.aclose(1000, "bye")
-            assert anyio.current_time() - start >= CLOSE_TIMEOUT * 0.9  # it did wait for an answer
-            assert client.closed is not None
-            assert client.closed.code == 1000
-        finally:
-            await client.abort()
+    async with connected(handshake_only) as client:
+        start = anyio.current_time()
+        with finishes_within(CLOSE_TIMEOUT + 1.0):
+            await client.aclose(1000, "bye")
+        assert anyio.current_time() - start >= CLOSE_TIMEOUT * 0.9  # it did wait for an answer
+        assert client.closed is not None
+        assert client.closed.code == 1000
 
 
 async def test_aclose_runs_the_handshake_even_when_cancelled() -> None:
     async with open_pair() as (client, server):
         with anyio.fail_after(WAIT):
+            peer_closed: list[ConnectionClosed] = []
             async with anyio.create_task_group() as tg:
-                peer_closed: list[ConnectionClosed] = []
-
-                async def peer_reader() -> None:
-                    peer_closed.append(await receive_all(server))
-
-                tg.start_soon(peer_reader)
+                tg.start_soon(record_close, server, peer_closed)
                 with anyio.CancelScope() as scope:
                     scope.cancel()
                     await client.aclose(1000, "cancelled but polite")
@@ -832,13 +598,9 @@ async def test_abort_makes_the_peers_receive_raise_1006() -> None:
 async def test_abort_wakes_a_task_blocked_in_receive() -> None:
     async with open_pair() as (client, _server):
         with anyio.fail_after(WAIT):
+            closed: list[ConnectionClosed] = []
             async with anyio.create_task_group() as tg:
-                closed: list[ConnectionClosed] = []
-
-                async def reader() -> None:
-                    closed.append(await receive_all(client))
-
-                tg.start_soon(reader)
+                tg.start_soon(record_close, client, closed)
                 await anyio.wait_all_tasks_blocked()
                 await client.abort()
     assert [c.code for c in closed] == [1006]
@@ -875,46 +637,33 @@ async def test_a_send_to_a_peer_that_never_reads_gives_up_after_the_write_timeou
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(writer_module, "WRITE_TIMEOUT", 0.3)
-    async with serve_loopback(handshake_only) as server:
+    async with connected(handshake_only) as client:
         with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url())
-            try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(client.send, b"\x00" * 32_000_000)  # more than socket buffers
-                    await anyio.wait_all_tasks_blocked()
-                    tg.cancel_scope.cancel()  # deferred until the write gives up
-                assert client.closed is not None
-                assert client.closed.code == 1006
-                assert "stalled" in client.closed.reason
-                with pytest.raises(ConnectionClosed):
-                    await client.send("next")
-                with finishes_within(CLOSE_TIMEOUT / 2):
-                    await client.aclose()
-            finally:
-                await client.abort()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(client.send, b"\x00" * 32_000_000)  # more than socket buffers
+                await anyio.wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()  # deferred until the write gives up
+            assert client.closed is not None
+            assert client.closed.code == 1006
+            assert "stalled" in client.closed.reason
+            with pytest.raises(ConnectionClosed):
+                await client.send("next")
+            with finishes_within(CLOSE_TIMEOUT / 2):
+                await client.aclose()
 
 
 # --- a vanishing peer --------------------------------------------------------------------------
 
 
 async def test_a_vanished_peer_raises_connection_closed_1006() -> None:
-    async def vanish(stream: anyio.abc.ByteStream) -> None:
-        handshake = await start_handshake(stream)
-        await handshake.accept("vanishing")
-        await anyio.aclose_forcefully(stream)
-
-    async with serve_loopback(vanish) as server:
+    async with connected(vanish) as client:
         with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url())
-            try:
-                with pytest.raises(ConnectionClosed) as info:
-                    await client.receive()
-                assert info.value.code == 1006
-                with pytest.raises(ConnectionClosed):
-                    await client.send("anyone there?")
-                await client.aclose()
-            finally:
-                await client.abort()
+            with pytest.raises(ConnectionClosed) as info:
+                await client.receive()
+            assert info.value.code == 1006
+            with pytest.raises(ConnectionClosed):
+                await client.send("anyone there?")
+            await client.aclose()
 
 
 async def test_a_peer_that_vanishes_mid_frame_raises_connection_closed_1006() -> None:
@@ -924,33 +673,20 @@ async def test_a_peer_that_vanishes_mid_frame_raises_connection_closed_1006() ->
         await stream.send(frame[:100])
         await anyio.aclose_forcefully(stream)
 
-    async with serve_loopback(half_frame) as server:
+    async with connected(half_frame, raw=True) as client:
         with anyio.fail_after(WAIT):
-            client = await connect_raw(server.url())
-            try:
-                with pytest.raises(ConnectionClosed) as info:
-                    await client.receive()
-                assert info.value.code == 1006
-            finally:
-                await client.abort()
+            with pytest.raises(ConnectionClosed) as info:
+                await client.receive()
+            assert info.value.code == 1006
 
 
 async def test_sending_to_a_vanished_peer_raises_connection_closed() -> None:
-    async def vanish(stream: anyio.abc.ByteStream) -> None:
-        handshake = await start_handshake(stream)
-        await handshake.accept("vanishing")
-        await anyio.aclose_forcefully(stream)
-
-    async with serve_loopback(vanish) as server:
+    async with connected(vanish) as client:
         with anyio.fail_after(WAIT):
-            client = await connect_websocket(server.url())
-            try:
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(receive_all, client)  # notices the hang-up
-                    with pytest.raises(ConnectionClosed):
-                        await send_until_closed(client)
-            finally:
-                await client.abort()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receive_all, client)  # notices the hang-up
+                with pytest.raises(ConnectionClosed):
+                    await send_until_closed(client)
 
 
 # --- cancellation ------------------------------------------------------------------------------
@@ -972,13 +708,9 @@ async def test_cancelling_a_blocked_receive_leaves_the_connection_usable() -> No
                 await client.receive()  # cancelled before it reads anything
             assert client.closed is None
 
+            peer_closed: list[ConnectionClosed] = []
             async with anyio.create_task_group() as tg:
-                peer_closed: list[ConnectionClosed] = []
-
-                async def peer_reader() -> None:
-                    peer_closed.append(await receive_all(server))
-
-                tg.start_soon(peer_reader)
+                tg.start_soon(record_close, server, peer_closed)
                 with finishes_within(CLOSE_TIMEOUT / 2):
                     await client.aclose(1000, "done")
     assert [(c.code, c.reason) for c in peer_closed] == [(1000, "done")]
@@ -990,18 +722,15 @@ async def test_aclose_right_after_cancelling_the_reader_is_prompt() -> None:
     has unwound. The peer answers the close immediately, so this must not take CLOSE_TIMEOUT."""
     async with open_pair() as (client, server):
         with anyio.fail_after(WAIT):
+            peer_closed: list[ConnectionClosed] = []
+            reader_scope = anyio.CancelScope()
+
+            async def reader() -> None:
+                with reader_scope:
+                    await receive_all(client)
+
             async with anyio.create_task_group() as tg:
-                peer_closed: list[ConnectionClosed] = []
-                reader_scope = anyio.CancelScope()
-
-                async def peer_reader() -> None:
-                    peer_closed.append(await receive_all(server))
-
-                async def reader() -> None:
-                    with reader_scope:
-                        await receive_all(client)
-
-                tg.start_soon(peer_reader)
+                tg.start_soon(record_close, server, peer_closed)
                 tg.start_soon(reader)
                 await anyio.wait_all_tasks_blocked()
                 reader_scope.cancel()
@@ -1079,8 +808,7 @@ async def test_our_client_talks_to_a_trio_websocket_server(anyio_backend: str) -
             ws_server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
             url = f"ws://127.0.0.1:{ws_server.port}/agent?x=1"
 
-            client = await connect_websocket(url, headers=[("x-test", "1")])
-            try:
+            async with client_at(url, headers=[("x-test", "1")]) as client:
                 await client.send("text ✓")
                 assert await client.receive() == "text ✓"
                 await client.send(b"\x00\xff" * 100_000)
@@ -1089,17 +817,12 @@ async def test_our_client_talks_to_a_trio_websocket_server(anyio_backend: str) -
                 assert [await client.receive() for _ in range(3)] == ["a", b"b", "c"]
                 with finishes_within(CLOSE_TIMEOUT / 2):
                     await client.aclose(1000, "done")
-            finally:
-                await client.abort()
 
-            second = await connect_websocket(url)
-            try:
+            async with client_at(url) as second:
                 await second.send("close yourself")
                 with pytest.raises(ConnectionClosed) as info:
                     await second.receive()
                 assert (info.value.code, info.value.reason) == (1001, "going away")
-            finally:
-                await second.abort()
             nursery.cancel_scope.cancel()
     assert paths == ["/agent?x=1", "/agent?x=1"]
     assert closes == [(1000, "done")]
@@ -1138,29 +861,28 @@ async def test_a_reader_that_always_finds_data_still_lets_other_tasks_run() -> N
     stop = threading.Event()
     thread = threading.Thread(target=_flooding_server, args=(listener, stop), daemon=True)
     thread.start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
     try:
-        conn = await connect_websocket(f"ws://127.0.0.1:{listener.getsockname()[1]}/")
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await anyio.sleep(0.01)
-                ticks += 1
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(ticker)
-            started = time.monotonic()
-            with anyio.move_on_after(0.3) as scope:
-                while time.monotonic() - started < WAIT:
-                    await conn.receive()
-                    busy = time.perf_counter()  # the application's work on each frame
-                    while time.perf_counter() - busy < 0.00005:
-                        pass
-            tg.cancel_scope.cancel()
-        assert scope.cancelled_caught, "the timeout never fired: the reader never yielded"
-        assert ticks > 0
-        await conn.abort()
+        async with client_at(f"ws://127.0.0.1:{listener.getsockname()[1]}/") as conn:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker)
+                started = time.monotonic()
+                with anyio.move_on_after(0.3) as scope:
+                    while time.monotonic() - started < WAIT:
+                        await conn.receive()
+                        busy = time.perf_counter()  # the application's work on each frame
+                        while time.perf_counter() - busy < 0.00005:
+                            pass
+                tg.cancel_scope.cancel()
+            assert scope.cancelled_caught, "the timeout never fired: the reader never yielded"
+            assert ticks > 0
     finally:
         stop.set()
         listener.close()
