@@ -423,9 +423,11 @@ async def test_raw_bytes_go_out_between_whole_frames_and_keep_the_accounting() -
         async with anyio.create_task_group() as tg:
             tg.start_soon(send, "first")
             await stream.started.wait()  # the first write is under way ...
+            # Queued one at a time: trio runs tasks started together in either order.
             tg.start_soon(send, "raw")
+            await anyio.wait_all_tasks_blocked()
             tg.start_soon(send, "last")
-            await anyio.wait_all_tasks_blocked()  # ... and the other two wait for it
+            await anyio.wait_all_tasks_blocked()  # ... and both wait for it
             assert done == []
             stream.gate.set()
     assert sorted(done) == ["first", "last", "raw"]
