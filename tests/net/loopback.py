@@ -74,7 +74,7 @@ __all__ = [
 Handler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
 
 
-# --- the server ----------------------------------------------------------------------------------
+# --- the server -----------------------------------------------------------------------------------
 
 
 class Loopback:
@@ -207,7 +207,7 @@ async def open_pair(
         yield client, await server.next_connection()
 
 
-# --- peers (handlers) ----------------------------------------------------------------------------
+# --- peers (handlers) -----------------------------------------------------------------------------
 
 
 async def start_handshake(stream: anyio.abc.ByteStream) -> ServerHandshake:
@@ -247,7 +247,7 @@ async def raw_accept(stream: anyio.abc.ByteStream) -> WSConnection:
                 return ws
 
 
-# --- what the tests do with a connection ---------------------------------------------------------
+# --- what the tests do with a connection ----------------------------------------------------------
 
 
 async def receive_all(conn: WebSocketConnection) -> ConnectionClosed:
@@ -290,7 +290,7 @@ async def closed_port() -> int:
     return port
 
 
-# --- without sockets -----------------------------------------------------------------------------
+# --- without sockets ------------------------------------------------------------------------------
 
 
 def wsproto_pair() -> tuple[WSConnection, WSConnection]:

@@ -1,5 +1,8 @@
 """TLS and mutual TLS against a real ``Sandbox(tls=True)``: server verification with a given CA,
-production-mode (client certificate) authentication, and refusals of what must not connect."""
+production-mode (client certificate) authentication, and refusals of what must not connect;
+the checks of the certificate, key and CA files (telcoflow.config, telcoflow._net._tls); and at
+the connection layer, a ``wss://`` WebSocket over loopback with mutual TLS, and an untrusted
+server refused."""
 
 from __future__ import annotations
 
@@ -21,10 +24,12 @@ from telcoflow import (
     WSSConnectionError,
     WSSError,
 )
+from telcoflow._net import client_ssl_context
 from telcoflow.audio import tone_level
 from telcoflow.sandbox import CallSpec, Connector, Sandbox
 
 from ..helpers import WAIT, CallInbox
+from .loopback import connect_fails, serve_loopback
 
 pytestmark = pytest.mark.anyio
 
@@ -243,3 +248,41 @@ async def test_sandbox_http_api_is_served_over_https(tls_sandbox: Sandbox) -> No
             response = await http.get("/sandbox/health")
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
+
+
+# --- the connection layer: wss:// over loopback (telcoflow._net) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_tls(ca: trustme.CA, *, require_client_cert: bool = False) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        ca.configure_trust(context)
+    return context
+
+
+async def test_wss_round_trip_with_mutual_tls(ca: trustme.CA, tmp_path: Path) -> None:
+    ca_path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    client_cert = ca.issue_cert("agent@example.com")
+    cert_path = tmp_path / "client.pem"
+    client_cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    context = client_ssl_context(ca_path=str(ca_path), cert_path=str(cert_path))
+    tls = server_tls(ca, require_client_cert=True)
+    async with serve_loopback(tls=tls) as server, server.connected(ssl_context=context) as client:
+        with anyio.fail_after(WAIT):
+            peer = await server.next_connection()
+            await client.send("over tls")
+            assert await peer.receive() == "over tls"
+            await peer.send(b"\x00" * 100_000)
+            assert await client.receive() == b"\x00" * 100_000
+
+
+async def test_wss_with_an_untrusted_certificate_raises_connect_failed(ca: trustme.CA) -> None:
+    await connect_fails(tls=server_tls(ca), ssl_context=ssl.create_default_context())
