@@ -16,16 +16,8 @@ import anyio.abc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
-    Request,
-    TextMessage,
-)
+from wsproto import WSConnection
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from telcoflow._net import ConnectionClosed, WebSocketConnection
 from telcoflow._net._frames import (
@@ -38,16 +30,7 @@ from telcoflow._net._frames import (
 )
 from telcoflow._net._handshake import _head_end
 
-
-def open_pair() -> tuple[WSConnection, WSConnection]:
-    """A client and a server wsproto connection, handshake done in memory."""
-    client = WSConnection(ConnectionType.CLIENT)
-    server = WSConnection(ConnectionType.SERVER)
-    server.receive_data(client.send(Request(host="example.test", target="/")))
-    assert any(isinstance(e, Request) for e in server.events())
-    client.receive_data(server.send(AcceptConnection()))
-    assert any(isinstance(e, AcceptConnection) for e in client.events())
-    return client, server
+from .loopback import wsproto_pair
 
 
 def wsproto_messages(ws: WSConnection) -> list[Any]:
@@ -69,7 +52,7 @@ messages = st.lists(
 @settings(max_examples=200, deadline=None)
 @given(messages, st.booleans())
 def test_what_we_encode_wsproto_reads(sent: list[str | bytes], from_client: bool) -> None:
-    client, server = open_pair()
+    client, server = wsproto_pair()
     reader = server if from_client else client
     wire = b"".join(
         encode_data_frame(
@@ -86,7 +69,7 @@ def test_what_we_encode_wsproto_reads(sent: list[str | bytes], from_client: bool
 @settings(max_examples=200, deadline=None)
 @given(messages, st.booleans())
 def test_what_wsproto_encodes_we_read(sent: list[str | bytes], from_client: bool) -> None:
-    client, server = open_pair()
+    client, server = wsproto_pair()
     writer = client if from_client else server
     wire = b"".join(
         writer.send(TextMessage(m) if isinstance(m, str) else BytesMessage(m)) for m in sent
@@ -170,7 +153,7 @@ items = st.lists(
 def test_a_connection_reads_any_mix_cut_anywhere(
     backend: str, our_role: str, script: list[tuple[str, Any]], cuts: list[int]
 ) -> None:
-    client, server = open_pair()
+    client, server = wsproto_pair()
     ours, peer = (client, server) if our_role == "client" else (server, client)
     wire = bytearray()
     expected: list[str | bytes] = []

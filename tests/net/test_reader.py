@@ -11,16 +11,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
-    Request,
-    TextMessage,
-)
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from telcoflow._net._frames import OP_BINARY, encode_data_frame
@@ -34,16 +25,7 @@ from telcoflow._net._reader import (
     ReaderEvent,
 )
 
-
-def server_side() -> tuple[WSConnection, WSConnection]:
-    """(the peer: a wsproto client, our side: a wsproto server), handshake done in memory."""
-    client = WSConnection(ConnectionType.CLIENT)
-    server = WSConnection(ConnectionType.SERVER)
-    server.receive_data(client.send(Request(host="example.test", target="/")))
-    assert any(isinstance(e, Request) for e in server.events())
-    client.receive_data(server.send(AcceptConnection()))
-    assert any(isinstance(e, AcceptConnection) for e in client.events())
-    return client, server
+from .loopback import wsproto_pair
 
 
 def drain(reader: FrameReader) -> list[ReaderEvent]:
@@ -55,7 +37,7 @@ def drain(reader: FrameReader) -> list[ReaderEvent]:
 
 
 def test_whole_data_frames_stay_on_the_fast_parser_and_control_frames_go_to_wsproto() -> None:
-    peer, ours = server_side()
+    peer, ours = wsproto_pair()
     reader = FrameReader(ours, from_client=True, leftover=b"")
     reader.feed(peer.send(BytesMessage(b"\x01\x02")) + peer.send(Ping(b"hi")))
     reader.feed(peer.send(TextMessage("hello")) + peer.send(Pong(b"hi")))
@@ -69,7 +51,7 @@ def test_whole_data_frames_stay_on_the_fast_parser_and_control_frames_go_to_wspr
 
 
 def test_a_control_frame_cut_in_two_waits_for_its_second_half() -> None:
-    peer, ours = server_side()
+    peer, ours = wsproto_pair()
     reader = FrameReader(ours, from_client=True, leftover=b"")
     wire = peer.send(Ping(b"x" * 100))
     reader.feed(wire[:50])
@@ -82,7 +64,7 @@ def test_a_control_frame_cut_in_two_waits_for_its_second_half() -> None:
 
 
 def test_a_fragment_hands_the_stream_over_for_good_at_its_first_byte() -> None:
-    peer, ours = server_side()
+    peer, ours = wsproto_pair()
     reader = FrameReader(ours, from_client=True, leftover=b"")
     wire = (
         peer.send(BytesMessage(b"before"))
@@ -99,7 +81,7 @@ def test_a_fragment_hands_the_stream_over_for_good_at_its_first_byte() -> None:
 
 
 def test_a_frame_wsproto_must_judge_is_its_error() -> None:
-    _peer, ours = server_side()
+    _peer, ours = wsproto_pair()
     reader = FrameReader(ours, from_client=True, leftover=b"")
     # Unmasked, from a client: RFC 6455 says close with 1002; wsproto reports it as a close.
     reader.feed(encode_data_frame(OP_BINARY, b"unmasked", masked=False))
@@ -110,7 +92,7 @@ def test_a_frame_wsproto_must_judge_is_its_error() -> None:
 
 
 def test_text_that_is_not_utf8_is_wsprotos_1007() -> None:
-    peer, ours = server_side()
+    peer, ours = wsproto_pair()
     reader = FrameReader(ours, from_client=True, leftover=b"")
     frame = bytearray(peer.send(TextMessage("ab")))
     key = frame[2:6]
@@ -122,7 +104,7 @@ def test_text_that_is_not_utf8_is_wsprotos_1007() -> None:
 
 
 def test_without_leftover_wsproto_parses_from_the_start() -> None:
-    peer, ours = server_side()
+    peer, ours = wsproto_pair()
     # Frames that came in the handshake's read are already in wsproto's buffer.
     ours.receive_data(peer.send(BytesMessage(b"early")))
     reader = FrameReader(ours, from_client=True, leftover=None)
@@ -131,7 +113,7 @@ def test_without_leftover_wsproto_parses_from_the_start() -> None:
 
 
 def test_a_message_over_the_bound_raises_and_so_do_too_many_fragments() -> None:
-    peer, ours = server_side()
+    peer, ours = wsproto_pair()
     reader = FrameReader(ours, from_client=True, leftover=b"")
     chunk = b"x" * 65_000
     for _ in range(MAX_MESSAGE_BYTES // len(chunk) + 1):
@@ -139,7 +121,7 @@ def test_a_message_over_the_bound_raises_and_so_do_too_many_fragments() -> None:
     with pytest.raises(MessageTooBig):
         drain(reader)
 
-    peer, ours = server_side()
+    peer, ours = wsproto_pair()
     reader = FrameReader(ours, from_client=True, leftover=b"")
     reader.feed(b"".join(peer.send(TextMessage("", message_finished=False)) for _ in range(100)))
     assert drain(reader) == []  # empty fragments are still fragments ...
@@ -150,7 +132,7 @@ def test_a_message_over_the_bound_raises_and_so_do_too_many_fragments() -> None:
 
 
 def test_closing_hands_over_and_finds_the_close_behind_a_partial_frame() -> None:
-    peer, ours = server_side()
+    peer, ours = wsproto_pair()
     reader = FrameReader(ours, from_client=True, leftover=b"")
     message = peer.send(BytesMessage(b"y" * 300))
     close = peer.send(CloseConnection(1000, "bye"))
@@ -179,7 +161,7 @@ def test_closing_hands_over_and_finds_the_close_behind_a_partial_frame() -> None
 def test_any_mix_cut_anywhere_reads_as_sent(
     sent: list[tuple[str, object]], cuts: list[int]
 ) -> None:
-    peer, ours = server_side()
+    peer, ours = wsproto_pair()
     wire = bytearray()
     expected: list[object] = []
     for kind, value in sent:
