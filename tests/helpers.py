@@ -1,5 +1,5 @@
 """What the tests share besides fixtures: the bound on every wait, the live-task walker, a
-client of one's own.
+client of one's own, an agent's echo of a call's audio.
 
 Fixtures are in ``conftest.py`` (every async test runs under asyncio and trio against a real
 sandbox); tests import these names from here, never from ``conftest``.
@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+import anyio
 import sniffio
 
-from telcoflow import CallState, TelcoflowClient, TelcoflowClientConfig
+from telcoflow import ActiveCall, CallState, TelcoflowClient, TelcoflowClientConfig
 from telcoflow.testing import CallInbox
 
-__all__ = ["WAIT", "CallInbox", "live_task_names", "serving", "state_of"]
+__all__ = ["WAIT", "CallInbox", "echo_audio", "live_task_names", "serving", "state_of"]
 
 #: Every wait in a test is bounded by this; a test that hits it fails instead of hanging.
 WAIT = 10.0
@@ -61,3 +62,15 @@ async def serving(
     async with TelcoflowClient(config) as client:
         with CallInbox(client) as inbox:
             yield client, inbox
+
+
+async def echo_audio(call: ActiveCall, chunks: int = 25) -> None:
+    """Send the first ``chunks`` chunks of audio the agent hears back into ``call``, within
+    ``WAIT``: the caller then hears its own voice (half a second of it, by default)."""
+    echoed = 0
+    with anyio.fail_after(WAIT):
+        async for chunk in call.audio_stream():
+            await call.send_audio(chunk)
+            echoed += 1
+            if echoed == chunks:
+                break

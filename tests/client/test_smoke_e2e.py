@@ -9,7 +9,7 @@ from telcoflow import CallState, events
 from telcoflow.audio import tone_level
 from telcoflow.sandbox import Sandbox
 
-from ..helpers import WAIT, CallInbox, state_of
+from ..helpers import WAIT, CallInbox, echo_audio, state_of
 
 pytestmark = pytest.mark.anyio
 
@@ -26,13 +26,7 @@ async def test_answer_echo_connect_close(sandbox: Sandbox, inbox: CallInbox) -> 
     call.on(events.CALL_TERMINATED, delivered.set)
     await call.answer()
     assert call.state is CallState.ANSWERED
-    chunks = 0
-    with anyio.fail_after(WAIT):
-        async for chunk in call.audio_stream():
-            await call.send_audio(chunk)
-            chunks += 1
-            if chunks == 25:
-                break
+    await echo_audio(call)
     await call.connect(ring_time_seconds=5)
     assert state_of(call) is CallState.CONNECTED
     await call.close()

@@ -28,7 +28,7 @@ from telcoflow._net import client_ssl_context
 from telcoflow.audio import tone_level
 from telcoflow.sandbox import CallSpec, Connector, Sandbox
 
-from ..helpers import WAIT, CallInbox
+from ..helpers import WAIT, CallInbox, echo_audio
 from .loopback import connect_fails, serve_loopback
 
 pytestmark = pytest.mark.anyio
@@ -52,13 +52,7 @@ async def _take_a_call(sb: Sandbox, config: TelcoflowClientConfig) -> None:
             assert session.media_base.startswith("wss://")  # media is offered over TLS too
             await call.answer()
             assert sim.state is CallState.ANSWERED
-            chunks = 0
-            with anyio.fail_after(WAIT):
-                async for chunk in call.audio_stream():
-                    await call.send_audio(chunk)
-                    chunks += 1
-                    if chunks == 25:
-                        break
+            await echo_audio(call)
             await call.close()
             with anyio.fail_after(WAIT):
                 assert await sim.wait_ended() == "agent_close"

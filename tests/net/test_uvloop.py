@@ -32,7 +32,7 @@ from telcoflow.sandbox import Sandbox, SimCall
 
 from ..client.test_cancellation import agent_gone, nothing_left_behind, open_fds, run_cancelled
 from ..client.test_client_lifecycle import client_sockets, sdk_tasks
-from ..helpers import WAIT, CallInbox, state_of
+from ..helpers import WAIT, CallInbox, echo_audio, state_of
 from .test_tls import _take_a_call
 
 uvloop = pytest.importorskip("uvloop")
@@ -54,8 +54,12 @@ def assert_uvloop() -> None:
 
 
 def config_for(sb: Sandbox) -> TelcoflowClientConfig:
+    """A client of ``sb`` (trusting its CA when it serves TLS; ``ca_path`` is None otherwise)."""
     return TelcoflowClientConfig.sandbox(
-        api_key=sb.api_key, connector_uuid=sb.connector_uuid, base_url=sb.base_url
+        api_key=sb.api_key,
+        connector_uuid=sb.connector_uuid,
+        base_url=sb.base_url,
+        ca_path=sb.ca_path,
     )
 
 
@@ -66,12 +70,7 @@ async def take_offered_call(config: TelcoflowClientConfig) -> str:
             with CallInbox(client) as inbox:
                 call = await inbox.next()
                 await call.answer()
-                chunks = 0
-                async for chunk in call.audio_stream():
-                    await call.send_audio(chunk)
-                    chunks += 1
-                    if chunks == 25:
-                        break
+                await echo_audio(call)
                 await call.close()
                 assert await call.wait_terminated() == "agent_close"
                 return call.call_id
@@ -105,13 +104,7 @@ async def test_a_client_takes_a_call_with_echo_audio(sandbox: Sandbox, inbox: Ca
     assert call.call_id == sim.call_id
     await call.answer()
     assert call.state is CallState.ANSWERED
-    chunks = 0
-    with anyio.fail_after(WAIT):
-        async for chunk in call.audio_stream():
-            await call.send_audio(chunk)
-            chunks += 1
-            if chunks == 25:
-                break
+    await echo_audio(call)
     await call.connect(ring_time_seconds=5)
     assert state_of(call) is CallState.CONNECTED
     await call.close()
@@ -127,13 +120,7 @@ async def test_a_client_takes_a_call_from_a_tls_sandbox() -> None:
     assert_uvloop()
     async with Sandbox(tls=True) as sb:
         assert sb.base_url.startswith("wss://")
-        config = TelcoflowClientConfig.sandbox(
-            api_key=sb.api_key,
-            connector_uuid=sb.connector_uuid,
-            base_url=sb.base_url,
-            ca_path=sb.ca_path,
-        )
-        await _take_a_call(sb, config)
+        await _take_a_call(sb, config_for(sb))
 
 
 async def test_the_sandbox_under_uvloop_serves_a_client_on_asyncios_own_loop(
