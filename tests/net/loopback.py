@@ -17,6 +17,8 @@ What the tests of ``telcoflow._net`` share, in the spirit of h11's ``ConnectionP
 - what the tests do with a connection: :func:`receive_all`, :func:`record_close`,
   :func:`send_until_closed`, :func:`close_code`; :func:`finishes_within` times a close;
   :func:`closed_port` is a port nobody listens on;
+- the streams alone: :func:`serve_one` serves one connection from a blocking client in a
+  thread;
 - without sockets: :func:`wsproto_pair` (two wsproto ends, handshake done in memory), and the
   byte streams :class:`SlowStream` and :class:`GatedStream` for a connection whose writes the
   test paces.
@@ -27,11 +29,14 @@ Every wait is bounded by ``WAIT``; a handler's socket is closed when the server 
 from __future__ import annotations
 
 import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from typing import TypeVar
 
 import anyio
 import anyio.abc
+import anyio.to_thread
 import pytest
 from anyio.streams.tls import TLSListener
 from wsproto import ConnectionType, WSConnection
@@ -65,6 +70,7 @@ __all__ = [
     "record_close",
     "send_until_closed",
     "serve_loopback",
+    "serve_one",
     "start_handshake",
     "vanish",
     "wsproto_pair",
@@ -72,6 +78,8 @@ __all__ = [
 
 #: What the server runs for each accepted connection (the stream is closed when it returns).
 Handler = Callable[[anyio.abc.ByteStream], Awaitable[None]]
+
+_Stream = TypeVar("_Stream", bound=anyio.abc.ByteStream)
 
 
 # --- the server -----------------------------------------------------------------------------------
@@ -288,6 +296,27 @@ async def closed_port() -> int:
     port = listener.extra(anyio.abc.SocketAttribute.local_port)
     await listener.aclose()
     return port
+
+
+async def serve_one(
+    listener: anyio.abc.Listener[_Stream],
+    handler: Callable[[_Stream], Awaitable[None]],
+    client: Callable[[int], None],
+) -> None:
+    """Run ``client(port)`` in a thread, serve the connection it makes to ``listener`` with
+    ``handler``, then close ``listener`` and wait for the thread to finish."""
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    thread = threading.Thread(target=client, args=(port,), daemon=True)
+    thread.start()
+    async with anyio.create_task_group() as tg:
+
+        async def once(stream: _Stream) -> None:
+            await handler(stream)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(listener.serve, once)
+    await listener.aclose()
+    await anyio.to_thread.run_sync(thread.join)
 
 
 # --- without sockets ------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from telcoflow._net import open_listener
 
 from ..helpers import WAIT
-from .loopback import client_at
+from .loopback import client_at, serve_one
 
 pytestmark = pytest.mark.anyio
 
@@ -101,21 +101,13 @@ async def test_closing_a_stream_first_sends_what_was_sent_to_a_slow_reader() -> 
                 time.sleep(0.0002)
             got.append(n)
 
+    async def handler(stream: anyio.abc.ByteStream) -> None:
+        raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        await stream.send(b"x" * size)
+        await stream.aclose()
+
     listener = await open_listener("127.0.0.1", 0)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    thread = threading.Thread(target=slow_reader, args=(port,), daemon=True)
-    thread.start()
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-
-            async def handler(stream: anyio.abc.ByteStream) -> None:
-                raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-                await stream.send(b"x" * size)
-                await stream.aclose()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(listener.serve, handler)
-        await listener.aclose()
-        await anyio.to_thread.run_sync(thread.join)
+        await serve_one(listener, handler, client=slow_reader)
     assert got == [size]

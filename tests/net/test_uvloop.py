@@ -33,6 +33,7 @@ from telcoflow.sandbox import Sandbox, SimCall
 from ..client.test_cancellation import agent_gone, nothing_left_behind, open_fds, run_cancelled
 from ..client.test_client_lifecycle import client_sockets, sdk_tasks
 from ..helpers import WAIT, CallInbox, echo_audio, state_of
+from .loopback import serve_one
 from .test_tls import _take_a_call
 
 uvloop = pytest.importorskip("uvloop")
@@ -286,26 +287,18 @@ async def test_closing_first_sends_what_was_handed_over() -> None:
                 n += len(data)
             got.append(n)
 
+    async def handler(stream: streams.AsyncioStream) -> None:
+        stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
+            socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+        )
+        assert not stream.send_nowait(b"x" * size)  # over the high-water mark
+        closing.set()
+        await stream.aclose()
+
     listener = await open_listener("127.0.0.1", 0)
     assert isinstance(listener, streams.AsyncioListener)
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)
-    thread = threading.Thread(target=late_reader, args=(port,), daemon=True)
-    thread.start()
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
-
-            async def handler(stream: streams.AsyncioStream) -> None:
-                stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
-                    socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
-                )
-                assert not stream.send_nowait(b"x" * size)  # over the high-water mark
-                closing.set()
-                await stream.aclose()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(listener.serve, handler)
-        await listener.aclose()
-        await anyio.to_thread.run_sync(thread.join)
+        await serve_one(listener, handler, client=late_reader)
     assert got == [size]
 
 
