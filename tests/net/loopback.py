@@ -241,8 +241,8 @@ async def raw_accept(stream: anyio.abc.ByteStream) -> WSConnection:
     """Accept the upgrade with a bare wsproto server, for peers that send hand-made frames.
 
     Returns once the client sent its first message (``connected(..., raw=True)`` sends it), so
-    whatever the caller sends next cannot share a read with the handshake response (see the
-    test of exactly that case)."""
+    whatever the caller sends next cannot share a read with the handshake response
+    (test_handshake tests exactly that case)."""
     ws = WSConnection(ConnectionType.SERVER)
     accepted = False
     while True:
