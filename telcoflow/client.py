@@ -1326,7 +1326,7 @@ class TelcoflowClient:
         self.handler_errors.append((call.call_id, exc))
         del self.handler_errors[:-MAX_HANDLER_ERRORS_KEPT]
 
-    def _call_ended(self, call: ActiveCall) -> None:
+    def _call_ended(self, call: ActiveCall, released_after_failure: bool) -> None:
         reason = call.termination_reason or "unknown"
         self.stats.calls_ended[reason] = self.stats.calls_ended.get(reason, 0) + 1
         self.stats.record_call(call)
@@ -1336,7 +1336,7 @@ class TelcoflowClient:
             # Over for us (its handler may still run): a later notification of the session (the
             # server lets it ring on once the agent's media is gone) is a new call.
             session.released = True
-        if call._released_after_failure:
+        if released_after_failure:
             self._given_up[call.session_id] = None
             while len(self._given_up) > MAX_DEFERRED:
                 self._given_up.popitem(last=False)
@@ -1363,8 +1363,8 @@ class TelcoflowClient:
                 await call.wait_terminated()  # closed by us or the app; the event is on its way
         await call.force_disconnect()
         with anyio.move_on_after(LEAVE_TIMEOUT):
-            await call._events_done.wait()
-        call._scope.cancel()
+            await call._wait_delivered()
+        call._cancel()
 
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
@@ -1381,7 +1381,7 @@ class TelcoflowClient:
                 for call in list(self._calls.values()):
                     tg.start_soon(self._leave, call)
             for call in list(self._serving):  # ended calls whose handlers still run
-                call._scope.cancel()
+                call._cancel()
             control, self._control = self._control, None
             if control is not None:
                 control.lost()

@@ -379,7 +379,7 @@ class Harness:
         """The CALL_TERMINATED payloads of ``call_id`` once ``n`` have arrived and every event of
         every ended call has been dispatched (so that a duplicate would be there too)."""
         await wait_until(lambda: len(self.terminated.get(call_id, ())) >= n)
-        await wait_until(lambda: count_tasks("ActiveCall._dispatch_events") <= self.active())
+        await wait_until(lambda: count_tasks("CallEvents.dispatch") <= self.active())
         return self.terminated[call_id]
 
     def close(self) -> None:
