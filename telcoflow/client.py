@@ -14,6 +14,13 @@ client claims runs in a task of its own: the claim, then the call's own task gro
 independent. Leaving ``async with`` closes every active call (the agent leaves), stops every task
 and closes every connection: nothing outlives the block.
 
+The parts that stand on their own are in :mod:`telcoflow._client`: how the client reaches the
+service (``Connector``: TLS, credentials, handshakes, the REST plane, and their errors), the
+control connection's request correlation (``Control``), the hand-off of calls to the
+application in the order they were notified (``Handoff``, ``IncomingCalls``) and the public
+records. A call is run only through its contract with the client (``ActiveCall._serve``,
+``_wait_delivered``, ``_cancel``).
+
 Invariants:
 
 - a session id is in ``_sessions`` from the moment the client decides to claim it until its task
@@ -30,10 +37,9 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import ssl
 import sys
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -43,9 +49,17 @@ from urllib.parse import urlsplit
 import anyio
 import anyio.abc
 import attrs
-import httpx
 
 from . import events
+from ._client import (
+    ClientStats,
+    Connector,
+    Control,
+    Handoff,
+    IncomingCalls,
+    SessionRecord,
+    unwrap,
+)
 from ._context import CALL_ID, SESSION_ID
 from ._core import (
     Activity,
@@ -53,38 +67,25 @@ from ._core import (
     CallIn,
     CallState,
     Channel,
-    ControlProtocol,
-    ControlRequest,
     Direction,
     ErrorCode,
     ErrorMessage,
     InboundCallFlow,
     MessageIgnored,
-    ProtocolError,
     RequestCompleted,
-    Response,
-    Role,
     SessionClosed,
     SessionCreate,
     SessionNotify,
     SessionOpen,
     SessionReady,
-    Setup,
-    SetupDone,
     UnknownMessage,
 )
 from ._handlers import H, HandlerRegistry
 from ._net import (
     Backoff,
     ConnectFailed,
-    ConnectionClosed,
-    HandshakeRejected,
-    WebSocketConnection,
-    client_ssl_context,
-    connect_websocket,
     open_link,
 )
-from ._version import __version__
 from .call import ActiveCall, CallDetails, check_ring_time
 from .config import TelcoflowClientConfig
 from .exceptions import (
@@ -102,8 +103,6 @@ if sys.version_info < (3, 11):  # pragma: no cover
 __all__ = ["ClientStats", "IncomingCalls", "SessionRecord", "TelcoflowClient"]
 
 logger = logging.getLogger("telcoflow_sdk.control_connection")
-
-USER_AGENT = f"telcoflow-anyio/{__version__}"
 
 #: On exit, how long each call gets to leave politely (``call.close``) before it is torn down.
 LEAVE_TIMEOUT = 3.0
@@ -134,13 +133,6 @@ MAX_DEFERRED = 1000
 LOUD_FAILURES = 10
 QUIET_EVERY = 100
 
-#: How long a call waits for calls notified before it to be handed to the application first.
-HANDOFF_ORDER_WAIT = 0.5
-
-#: Calls taken and not yet consumed from :meth:`TelcoflowClient.incoming_calls`; past this the
-#: consumer is not keeping up.
-MAX_PENDING_INCOMING = 1000
-
 #: A control connection that lived at least this long was a success: the backoff starts again
 #: from its first delay. One that died sooner (a server that accepts, then drops at once) is
 #: counted as a failed attempt, so that ``max_attempts`` stops a reconnect loop.
@@ -149,212 +141,9 @@ STABLE_CONNECTION_S = 10.0
 #: Handler failures kept in :attr:`TelcoflowClient.handler_errors`.
 MAX_HANDLER_ERRORS_KEPT = 100
 
-#: Command latencies kept for :meth:`ClientStats.take_latencies` between two reads.
-MAX_LATENCIES_KEPT = 10_000
-
 #: A dialled call rings this much longer, at most, than the ring time asked for before the
 #: client gives up on it (the server's own ring timeout comes first).
 DIAL_GRACE_S = 5.0
-
-
-class IncomingCalls:
-    """``async for call in client.incoming_calls():``, an alternative to the ``INCOMING_CALL``
-    decorator. Ends when the client disconnects; calls the loop has not taken by then are left
-    to the client's shutdown."""
-
-    def __init__(self) -> None:
-        self._calls: deque[ActiveCall] = deque()
-        self._changed = anyio.Event()
-        self._closed = False
-
-    def _offer(self, call: ActiveCall) -> bool:
-        if self._closed or len(self._calls) >= MAX_PENDING_INCOMING:
-            return False
-        self._calls.append(call)
-        self._changed.set()
-        return True
-
-    def _close(self) -> None:
-        self._closed = True
-        self._changed.set()
-
-    def __aiter__(self) -> IncomingCalls:
-        return self
-
-    async def __anext__(self) -> ActiveCall:
-        while True:
-            while self._calls:
-                call = self._calls.popleft()
-                if call.is_active:
-                    return call
-            if self._closed:
-                raise StopAsyncIteration
-            self._changed = anyio.Event()
-            await self._changed.wait()
-
-
-@attrs.frozen
-class SessionRecord:
-    """One session as the REST plane lists it (``GET /public/v1/sessions``)."""
-
-    id: str
-    channel: str
-    initiator: str
-    state: str
-    remote_address: str
-    local_address: str
-    opened_at: float | None
-    closed_at: float | None
-
-    @classmethod
-    def from_json(cls, item: Any) -> SessionRecord:
-        """Read one item of the list; missing keys default as the official client's do."""
-        if not isinstance(item, dict):
-            raise WSSConnectionError(f"session list item is not an object: {item!r:.100}")
-
-        def text(key: str) -> str:
-            value = item.get(key)
-            return value if isinstance(value, str) else ""
-
-        def when(key: str) -> float | None:
-            value = item.get(key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return None
-            return float(value)
-
-        return cls(
-            id=text("id"),
-            channel=text("channel"),
-            initiator=text("initiator"),
-            state=text("state"),
-            remote_address=text("remoteAddress"),
-            local_address=text("localAddress"),
-            opened_at=when("openedAt"),
-            closed_at=when("closedAt"),
-        )
-
-
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one exception a facade raises for an exception group of its internal tasks."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    cancelled = anyio.get_cancelled_exc_class()
-    for leaf in leaves:
-        if not isinstance(leaf, cancelled):
-            return leaf
-    return leaves[0]
-
-
-class ClientStats:
-    """What a client did so far, for monitoring (``telcoflow run`` exports it as Prometheus
-    metrics): counters only grow; ``take_latencies`` hands over the command latencies measured
-    since its last call."""
-
-    def __init__(self) -> None:
-        self.calls_taken = 0
-        #: Calls ended for the agent, by termination reason.
-        self.calls_ended: dict[str, int] = {}
-        #: Claims that did not get the call (another process's, or ended meanwhile).
-        self.claims_lost = 0
-        self.reconnects = 0
-        self.handler_errors = 0
-        #: Audio of ended calls, in bytes: received (what the agent heard) and sent.
-        self.audio_bytes_in = 0
-        self.audio_bytes_out = 0
-        self._latencies: deque[tuple[str, float]] = deque(maxlen=MAX_LATENCIES_KEPT)
-
-    def record_call(self, call: ActiveCall) -> None:
-        """Add an ended call's own counters."""
-        self.audio_bytes_in += call.stats.bytes_received
-        self.audio_bytes_out += call.stats.bytes_sent
-        for command, samples in call.stats.command_latencies_ms.items():
-            self._latencies.extend((command, ms / 1000) for ms in samples)
-
-    def take_latencies(self) -> list[tuple[str, float]]:
-        """``(command, seconds)`` of every command answered since the last call, oldest first
-        (calls still live are counted when they end)."""
-        taken = list(self._latencies)
-        self._latencies.clear()
-        return taken
-
-
-class _Waiter:
-    __slots__ = ("done", "error", "response")
-
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.response: Response | None = None
-        self.error: WSSError | None = None
-
-
-class _Control:
-    """One control connection after a successful setup: its protocol state and the requests
-    waiting for their responses."""
-
-    def __init__(
-        self, conn: WebSocketConnection, proto: ControlProtocol, sm_ws_id: str, timeout: float
-    ) -> None:
-        self.conn = conn
-        self.proto = proto
-        self.sm_ws_id = sm_ws_id
-        self.opened_at = anyio.current_time()
-        self._timeout = timeout
-        self._waiters: dict[str, _Waiter] = {}
-
-    async def send(self, msg: SessionReady) -> None:
-        """Send a message that gets no response."""
-        try:
-            await self.conn.send(self.proto.send(msg))
-        except (ConnectionClosed, ProtocolError) as exc:
-            raise WSSConnectionError(f"control connection lost: {exc}") from None
-
-    async def request(self, msg: ControlRequest) -> Response:
-        """Send ``msg`` and wait (at most ``request_timeout``) for its one response."""
-        kind = type(msg).__name__
-        try:
-            wire = self.proto.send(msg)
-        except ProtocolError as exc:
-            raise WSSConnectionError(f"cannot send {kind}: {exc}") from None
-        waiter = self._waiters[msg.req_id] = _Waiter()
-        try:
-            with anyio.move_on_after(self._timeout):
-                try:
-                    await self.conn.send(wire)
-                except ConnectionClosed as exc:
-                    raise WSSConnectionError(f"control connection lost: {exc}") from None
-                await waiter.done.wait()
-        finally:
-            del self._waiters[msg.req_id]
-        if waiter.error is not None:
-            raise waiter.error
-        if waiter.response is None:
-            self.proto.forget(msg.req_id)
-            raise WSSConnectionError(f"no response to {kind} within {self._timeout:g} s")
-        return waiter.response
-
-    def completed(self, event: RequestCompleted) -> None:
-        waiter = self._waiters.get(event.response.req_id)
-        if waiter is not None:
-            waiter.response = event.response
-            waiter.done.set()
-
-    def lost(self) -> None:
-        """The connection is gone: every request in flight fails now, not at its timeout."""
-        self.proto.connection_lost()
-        for waiter in self._waiters.values():
-            if not waiter.done.is_set():
-                waiter.error = WSSConnectionError(
-                    "control connection lost before the response arrived"
-                )
-                waiter.done.set()
 
 
 class _Session:
@@ -409,10 +198,8 @@ class TelcoflowClient:
         self._sessions: dict[str, _Session] = {}
         #: Calls whose tasks still run (an ended call's handler may still be finishing up).
         self._serving: set[ActiveCall] = set()
-        #: Inbound sessions not yet handed to the application, in the order notified: media
-        #: connections open concurrently, and a call waits for those notified before it.
-        self._handoff: list[_Session] = []
-        self._handoff_changed = anyio.Event()
+        #: Hands calls to the application in the order notified (and to ``incoming_calls()``).
+        self._handoff = Handoff()
         self._opening: anyio.CapacityLimiter | None = None
         self._opening_to: dict[str, anyio.CapacityLimiter] = {}
         self._failures: dict[str, int] = {}
@@ -422,14 +209,13 @@ class TelcoflowClient:
         self._given_up: OrderedDict[str, None] = OrderedDict()
         self._stack: AsyncExitStack | None = None
         self._tg: anyio.abc.TaskGroup | None = None
-        self._control: _Control | None = None
+        self._control: Control | None = None
         self._supervisor: anyio.CancelScope | None = None
         self._stopped = anyio.Event()
         self._fatal: WSSError | None = None
-        self._ssl: ssl.SSLContext | None = None
-        self._http: httpx.AsyncClient | None = None
+        #: Opens the connections, makes the REST requests (TLS context, credentials, errors).
+        self._connector = Connector(config)
         self._call_flow: CallFlowSetup | None = None
-        self._iterators: list[IncomingCalls] = []
         self._draining = False
         self._changed = anyio.Event()
         #: The control connection's id on the server (``smWsId``), while connected.
@@ -488,9 +274,7 @@ class TelcoflowClient:
         async for call in client.incoming_calls():
             tg.start_soon(agent, call)
         """
-        iterator = IncomingCalls()
-        self._iterators.append(iterator)
-        return iterator
+        return self._handoff.subscribe()
 
     async def dial(self, to: str, *, ring_time_seconds: int = 60) -> ActiveCall:
         """Call ``to`` (E.164, e.g. ``"+6590000003"``) from the connector's number.
@@ -637,7 +421,7 @@ class TelcoflowClient:
         try:
             await stack.aclose()
         except BaseExceptionGroup as group:
-            internal = _unwrap(group)
+            internal = unwrap(group)
             # A cancellation on its way out may be the one the failing task caused: the
             # internal error is the story then, not the cancellation.
             if exc is None or isinstance(exc, cancelled) or isinstance(internal, cancelled):
@@ -689,120 +473,12 @@ class TelcoflowClient:
 
     # --- connections -----------------------------------------------------------------------------
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            c = self.config
-            self._ssl = client_ssl_context(
-                ca_path=c.ca_path, cert_path=c.cert_path, key_path=c.key_path
-            )
-        return self._ssl
+    async def _open_control(self) -> Control:
+        control = await self._connector.open_control()
+        self.connection_id = control.sm_ws_id
+        return control
 
-    def _auth_headers(self) -> list[tuple[str, str]]:
-        c = self.config
-        headers: list[tuple[str, str]] = []
-        if c.auth == "api_key":
-            assert c.api_key is not None
-            assert c.connector_uuid is not None
-            headers += [("x-api-key", c.api_key), ("x-connector-uuid", c.connector_uuid)]
-        headers += [("x-sdk-version", c.sdk_version), ("user-agent", USER_AGENT)]
-        return headers
-
-    async def _open_websocket(
-        self, url: str, headers: list[tuple[str, str]], name: str
-    ) -> WebSocketConnection:
-        context = self._ssl_context() if url.startswith("wss://") else None
-        return await connect_websocket(url, headers=headers, ssl_context=context, name=name)
-
-    async def _open_control(self) -> _Control:
-        """Connect, upgrade and set up, all within ``connect_timeout``."""
-        c = self.config
-        url = f"{c.base_url}/v1/agent/session-manager"
-        conn: WebSocketConnection | None = None
-        try:
-            with anyio.fail_after(c.connect_timeout):
-                try:
-                    conn = await self._open_websocket(url, self._auth_headers(), "control")
-                except HandshakeRejected as exc:
-                    raise self._rejected(url, exc) from None
-                except ConnectFailed as exc:
-                    raise self._connect_failed(url, exc) from None
-                return await self._setup(conn)
-        except TimeoutError:
-            if conn is not None:
-                await conn.abort()
-            what = "set up" if conn is not None else "connected"
-            raise WSSConnectionError(
-                f"{url}: not {what} within the connect timeout ({c.connect_timeout:g} s)"
-            ) from None
-        except BaseException:
-            if conn is not None:
-                await conn.aclose()
-            raise
-
-    def _connect_failed(self, url: str, exc: ConnectFailed) -> WSSError:
-        """The error for a connection that failed: with mutual TLS, a server that hangs up
-        or alerts right after the TLS handshake is refusing the client certificate, which
-        OpenSSL reports only as ``EndOfStream()`` or an alert name: say so, naming the file."""
-        c = self.config
-        if c.auth != "mtls" or "handshake with" not in str(exc):
-            return WSSConnectionError(f"{url}: {exc}")
-        causes: list[BaseException] = []
-        cause: BaseException | None = exc.__cause__
-        while cause is not None and len(causes) < 5:
-            causes.append(cause)
-            cause = cause.__cause__ or cause.__context__
-        alert = next(
-            (str(e) for e in causes if isinstance(e, ssl.SSLError) and "alert" in str(e)), None
-        )
-        where = f"cert_path {c.cert_path!r}"
-        if alert is not None:
-            return WSSAuthenticationError(
-                f"{url}: the server rejected the client certificate ({where}): {alert}", None
-            )
-        if any(isinstance(e, (anyio.EndOfStream, anyio.BrokenResourceError)) for e in causes):
-            return WSSConnectionError(
-                f"{url}: the server hung up right after the TLS handshake, before answering "
-                f"the upgrade: it most likely does not accept the client certificate ({where}; "
-                "is it this connector's, issued by the service, and still valid?)"
-            )
-        return WSSConnectionError(f"{url}: {exc}")
-
-    @staticmethod
-    def _rejected(url: str, exc: HandshakeRejected) -> WSSError:
-        status, body = exc.status_code, exc.body.strip()
-        text = f" ({body})" if body else ""
-        if status in (401, 403):
-            what = "credentials refused" if status == 401 else "connector disabled"
-            return WSSAuthenticationError(f"{url}: {what}, HTTP {status}{text}", status)
-        if status == 426:
-            return WSSConnectionError(
-                f"{url}: the server refuses this SDK's protocol version, HTTP 426{text}",
-                status,
-                fatal=True,
-            )
-        return WSSConnectionError(f"{url}: upgrade refused, HTTP {status}{text}", status)
-
-    async def _setup(self, conn: WebSocketConnection) -> _Control:
-        proto = ControlProtocol(Role.CLIENT)
-        c = self.config
-        try:
-            await conn.send(proto.send(Setup(c.sample_rate, c.audio_mode)))
-            while True:
-                msg = proto.receive(await conn.receive())
-                if isinstance(msg, SetupDone):
-                    self.connection_id = msg.sm_ws_id
-                    logger.info("control connection ready (smWsId %s)", msg.sm_ws_id or "?")
-                    return _Control(conn, proto, msg.sm_ws_id, c.request_timeout)
-                if isinstance(msg, ErrorMessage):
-                    raise WSSConnectionError(
-                        f"setup refused: {msg.code}: {msg.message}", fatal=True
-                    )
-        except ConnectionClosed as exc:
-            raise WSSConnectionError(f"control connection closed during setup: {exc}") from None
-        except ProtocolError as exc:
-            raise WSSConnectionError(f"bad frame during setup: {exc}") from None
-
-    def _require_control(self, what: str) -> _Control:
+    def _require_control(self, what: str) -> Control:
         if self._control is None or self._tg is None:
             raise WSSConnectionError(f"cannot {what}: the control connection is not open")
         return self._control
@@ -854,7 +530,7 @@ class TelcoflowClient:
         self._fatal = fatal
         self._stopped.set()
 
-    async def _serve_control(self, control: _Control) -> None:
+    async def _serve_control(self, control: Control) -> None:
         c = self.config
         try:
             async with open_link(
@@ -900,7 +576,7 @@ class TelcoflowClient:
             if session.call is None and session.call_in is None:
                 session.scope.cancel()
 
-    async def _send_call_flow(self, control: _Control) -> None:
+    async def _send_call_flow(self, control: Control) -> None:
         flow = self._call_flow
         assert flow is not None
         msg = attrs.evolve(flow, req_id=control.proto.new_request_id())
@@ -913,7 +589,7 @@ class TelcoflowClient:
             )
         logger.info("call flow set: inbound %s, outbound %s", flow.inbound_call, flow.outbound_call)
 
-    async def _resend_call_flow(self, control: _Control) -> None:
+    async def _resend_call_flow(self, control: Control) -> None:
         try:
             await self._send_call_flow(control)
         except WSSError as exc:
@@ -924,38 +600,7 @@ class TelcoflowClient:
     async def _rest(self, method: str, path: str, params: dict[str, str] | None = None) -> Any:
         if self._tg is None or self._stopped.is_set():
             raise WSSConnectionError(f"cannot {method} {path}: the client is not running")
-        if self._http is None:
-            headers = [(k, v) for k, v in self._auth_headers()]
-            verify: ssl.SSLContext | bool = (
-                self._ssl_context() if self.config.rest_url.startswith("https") else True
-            )
-            self._http = httpx.AsyncClient(
-                base_url=self.config.rest_url,
-                headers=headers,
-                verify=verify,
-                timeout=self.config.request_timeout,
-            )
-        try:
-            response = await self._http.request(method, path, params=params)
-        except httpx.HTTPError as exc:
-            raise WSSConnectionError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-        try:
-            body = response.json() if response.content else None
-        except ValueError:
-            body = None
-        if response.is_success:
-            return body
-        code = body.get("code") if isinstance(body, dict) else None
-        message = body.get("message") if isinstance(body, dict) else None
-        text = message if isinstance(message, str) else response.text[:200]
-        if response.status_code in (401, 403):
-            raise WSSAuthenticationError(
-                f"{method} {path}: HTTP {response.status_code}: {text}", response.status_code
-            )
-        raise WSSRequestError(
-            f"{method} {path}: HTTP {response.status_code}: [{code}] {text}",
-            error_code=code if isinstance(code, str) else None,
-        )
+        return await self._connector.rest(method, path, params)
 
     # --- sessions --------------------------------------------------------------------------------
 
@@ -996,7 +641,7 @@ class TelcoflowClient:
         logger.info("session %s notified (%s from %s)", sid, note.activity, note.remote_address)
         session = _Session(sid, Direction.INBOUND, note.created_at)
         self._sessions[sid] = session
-        self._handoff.append(session)
+        self._handoff.expect(session)
         self._notify_changed()
         self._tg.start_soon(self._run_inbound, session)
 
@@ -1053,7 +698,7 @@ class TelcoflowClient:
             # The media plane's call.terminated is the authority for a connected call.
             logger.debug("session %s closed (%s)", msg.session_id, msg.reason)
 
-    async def _claim(self, session: _Session, control: _Control) -> bool:
+    async def _claim(self, session: _Session, control: Control) -> bool:
         """Claim and ready ``session``; False if another process has it or it is gone."""
         response = await control.request(SessionOpen(session.id, control.proto.new_request_id()))
         if not response.ok:
@@ -1119,7 +764,7 @@ class TelcoflowClient:
             if call is not None:
                 await self._serve_call(call, self._incoming_call)
         finally:
-            self._handed_off(session)
+            self._handoff.done(session)
             self._session_done(session)
 
     async def _run_dialled(
@@ -1212,11 +857,6 @@ class TelcoflowClient:
                 call_in.call_id,
             )
             return None
-        headers = [
-            ("authorization", f"Bearer {call_in.token}"),
-            ("x-sdk-version", c.sdk_version),
-            ("user-agent", USER_AGENT),
-        ]
         if self._opening is None:
             self._opening = anyio.CapacityLimiter(MAX_OPENING_CALLS)
         try:
@@ -1238,7 +878,7 @@ class TelcoflowClient:
             async with per_host, self._opening:
                 try:
                     with anyio.fail_after(c.connect_timeout):
-                        conn = await self._open_websocket(url, headers, f"media {call_in.call_id}")
+                        conn = await self._connector.open_media(call_in)
                 except (ConnectFailed, TimeoutError) as exc:
                     what = f"call {call_in.call_id}: cannot open its media: {exc or 'timed out'}"
                     self._log_failure("media", "%s", WSSMediaError(what))
@@ -1294,29 +934,16 @@ class TelcoflowClient:
         finally:
             self._serving.discard(call)
 
-    def _handed_off(self, session: _Session) -> None:
-        """``session``'s call was handed to the application, or never will be: later calls
-        may go."""
-        if session in self._handoff:
-            self._handoff.remove(session)
-            changed, self._handoff_changed = self._handoff_changed, anyio.Event()
-            changed.set()
-
     async def _incoming_call(self, call: ActiveCall) -> None:
-        # The application gets calls in the order they were notified (its media is served
-        # meanwhile: this is the handler's task, not the call's I/O), but a call whose media
-        # connection is slow to open holds the ones after it back only briefly.
+        # The application gets calls in the order they were notified (see Handoff); this is
+        # the handler's task, not the call's I/O, so its media is served meanwhile.
         session = self._sessions.get(call.session_id)
         if session is not None:
-            with anyio.move_on_after(HANDOFF_ORDER_WAIT):
-                while session in self._handoff and self._handoff[0] is not session:
-                    await self._handoff_changed.wait()
-            self._handed_off(session)
-        for iterator in self._iterators:
-            if not iterator._offer(call):
-                self._log_failure(
-                    "consumer", "call %s: incoming_calls() consumer is not keeping up", call.call_id
-                )
+            await self._handoff.wait_turn(session)
+        for _ in range(self._handoff.offer(call)):
+            self._log_failure(
+                "consumer", "call %s: incoming_calls() consumer is not keeping up", call.call_id
+            )
         await self._handlers.fire(
             events.INCOMING_CALL, call, logger, f"call {call.call_id}", call.handler_failed
         )
@@ -1369,9 +996,7 @@ class TelcoflowClient:
     async def _shutdown(self) -> None:
         with anyio.CancelScope(shield=True):
             self._stop(self._fatal)
-            for iterator in self._iterators:
-                iterator._close()
-            self._iterators.clear()
+            self._handoff.close()
             if self._supervisor is not None:
                 self._supervisor.cancel()
             for session in list(self._sessions.values()):
@@ -1386,6 +1011,4 @@ class TelcoflowClient:
             if control is not None:
                 control.lost()
                 await control.conn.aclose()
-            http, self._http = self._http, None
-            if http is not None:
-                await http.aclose()
+            await self._connector.aclose()
