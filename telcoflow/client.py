@@ -866,10 +866,7 @@ class TelcoflowClient:
                 "media", "call %s: its media URL is invalid: %s", call_in.call_id, exc
             )
             return None
-        if call_in.call_id in self._calls:
-            self._log_failure(
-                "media", "call %s: a call with this id is already live; not taken", call_in.call_id
-            )
+        if self._live_already(call_in.call_id):  # spare opening a connection for nothing
             return None
         per_host = self._opening_to.get(host)
         if per_host is None:
@@ -886,7 +883,12 @@ class TelcoflowClient:
         finally:
             if not per_host.borrowed_tokens and not per_host.statistics().tasks_waiting:
                 self._opening_to.pop(host, None)
+        # From these checks to the call's entry in _calls below there is no checkpoint: the
+        # client cannot stop, nor another session take this call id, in between.
         if self._stopped.is_set():  # opened just as the client shut down: leave it to the server
+            await conn.aclose()
+            return None
+        if self._live_already(call_in.call_id):  # another session took it while this one opened
             await conn.aclose()
             return None
         details = CallDetails(
@@ -913,6 +915,15 @@ class TelcoflowClient:
         logger.info("call %s taken (session %s)", call.call_id, session.id)
         self._notify_changed()
         return call
+
+    def _live_already(self, call_id: str) -> bool:
+        """True (and logged) if a call with ``call_id`` is live: one id, one call."""
+        if call_id not in self._calls:
+            return False
+        self._log_failure(
+            "media", "call %s: a call with this id is already live; not taken", call_id
+        )
+        return True
 
     def _log_failure(self, kind: str, message: str, *args: Any) -> None:
         """A failure of ``kind``: at WARNING the first few times, then one in many (with the
@@ -957,7 +968,8 @@ class TelcoflowClient:
         reason = call.termination_reason or "unknown"
         self.stats.calls_ended[reason] = self.stats.calls_ended.get(reason, 0) + 1
         self.stats.record_call(call)
-        self._calls.pop(call.call_id, None)
+        if self._calls.get(call.call_id) is call:
+            del self._calls[call.call_id]
         session = self._sessions.get(call.session_id)
         if session is not None and session.call is call:
             # Over for us (its handler may still run): a later notification of the session (the

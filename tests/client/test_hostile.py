@@ -519,6 +519,26 @@ async def test_duplicate_offers_for_a_live_or_opening_call_open_one_media_connec
         assert h.delivered.count("dup") == 1
 
 
+async def test_two_sessions_naming_one_call_id_at_once_make_one_call() -> None:
+    """A call id is live once: two sessions whose ``call.in`` name the same call id, their
+    media handshakes in flight at the same time, make one call (the check that the id is not
+    live already holds across the handshake)."""
+    async with hostile_client() as h:
+        control = await h.server.next_control()
+        h.expected.add("twin")
+        h.server.hold_media = anyio.Event()  # both handshakes wait: both are opening at once
+        for offer in (h.server.new_offer("twin"), h.server.new_offer("twin")):
+            await h.server.notify(control, offer)
+        await wait_until(lambda: h.server.handshakes.count("/media/twin") == 2)
+        h.server.hold_media.set()
+        call = await h.next_call("twin")
+        await h.settled()  # the other session's task is over: it did not take the call
+        await h.call_on(control)  # a different call still gets through
+        assert h.delivered.count("twin") == 1
+        assert h.client.get_call("twin") is call
+        assert h.audit.warnings["call %s: a call with this id is already live; not taken"] == 1
+
+
 def _before_setup_done_cases() -> list[Any]:
     notify = control_message("session.notify", {"sessionId": "s", "channel": "TELCO"})
     call_in = {"sessionId": "s", "callId": "c", "url": "ws://127.0.0.1:1/", "token": "t"}
