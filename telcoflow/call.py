@@ -323,7 +323,8 @@ class ActiveCall:
         Both happen before any audio queued after this call can be sent, so stale audio never
         plays after the interruption.
         """
-        # Audio queued from here on waits (the turn is held) until the interruption has left.
+        # Audio queued from here on waits (the send turn is held) until the interruption has
+        # left; released in `finally` too in case the command never got to send it.
         release = self._audio_out.clear()
         try:
             await self._commands.run(Command.INTERRUPT, on_sent=release)
@@ -388,6 +389,7 @@ class ActiveCall:
                 if handler is not None:
                     tg.start_soon(self._run_handler, handler)
                 with anyio.CancelScope() as self._io_scope:
+                    # Ended before this scope existed (so _terminate could not cancel it).
                     if self._termination_reason is not None:
                         self._io_scope.cancel()
                     async with anyio.create_task_group() as io:
