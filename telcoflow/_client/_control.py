@@ -42,6 +42,8 @@ class Control:
     """One control connection after a successful setup: its protocol state and the requests
     waiting for their responses."""
 
+    __slots__ = ("_timeout", "_waiters", "conn", "opened_at", "proto", "sm_ws_id")
+
     def __init__(
         self, conn: WebSocketConnection, proto: ControlProtocol, sm_ws_id: str, timeout: float
     ) -> None:
