@@ -125,18 +125,25 @@ class FrameReader:
         cannot report as a close.
         """
         while True:
-            for event in self._events:
-                if isinstance(event, (TextMessage, BytesMessage)):
-                    message = self._message(event)
-                    if message is not None:
-                        return message
-                elif isinstance(event, (Ping, Pong, CloseConnection)):
-                    return event
-            if self.parser is Parser.WSPROTO:
-                return NEED_DATA
+            event = self.parsed_event()
+            if event is not NEED_DATA or self.parser is Parser.WSPROTO:
+                return event
             parsed = self._parse_fast()
             if parsed is not _Step.WSPROTO_EVENTS:
                 return parsed
+
+    def parsed_event(self) -> ReaderEvent:
+        """Like :meth:`next_event`, from what wsproto has parsed already and nothing else:
+        a closed connection still delivers those (a ``call.terminated`` that came with the last
+        audio), but parses no more."""
+        for event in self._events:
+            if isinstance(event, (TextMessage, BytesMessage)):
+                message = self._message(event)
+                if message is not None:
+                    return message
+            elif isinstance(event, (Ping, Pong, CloseConnection)):
+                return event
+        return NEED_DATA
 
     def hand_over(self) -> None:
         """From here on wsproto parses the stream (the buffer starts at a frame's first byte)."""

@@ -199,9 +199,12 @@ class WebSocketConnection:
         self._reading = True
         try:
             while True:
-                if self._closed is not None:
-                    raise self._closed
-                event = reader.next_event()
+                if self._closed is None:
+                    event = reader.next_event()
+                else:  # what was read before the close is still delivered, no more
+                    event = reader.parsed_event()
+                    if event is NEED_DATA:
+                        raise self._closed
                 if isinstance(event, (str, bytes)):
                     if self._pongs_due:
                         await self._send_pongs()

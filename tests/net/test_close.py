@@ -13,10 +13,10 @@ from __future__ import annotations
 import anyio
 import anyio.abc
 import pytest
-from wsproto.events import BytesMessage
+from wsproto.events import BytesMessage, TextMessage
 
 import telcoflow._net._writer as writer_module
-from telcoflow._net import CLOSE_TIMEOUT, ConnectionClosed
+from telcoflow._net import CLOSE_TIMEOUT, ConnectionClosed, WebSocketConnection
 
 from ..helpers import WAIT
 from .loopback import (
@@ -30,6 +30,7 @@ from .loopback import (
     record_close,
     send_until_closed,
     vanish,
+    wsproto_pair,
 )
 
 pytestmark = pytest.mark.anyio
@@ -258,3 +259,50 @@ async def test_aclose_right_after_cancelling_the_reader_is_prompt() -> None:
                 with finishes_within(CLOSE_TIMEOUT / 2):
                     await client.aclose(1000, "done")
     assert [(c.code, c.reason) for c in peer_closed] == [(1000, "done")]
+
+
+class OneReadStream(anyio.abc.ByteStream):
+    """A stream whose first read returns ``wire`` and then waits; every write fails."""
+
+    def __init__(self, wire: bytes) -> None:
+        self._wire: bytes | None = wire
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if self._wire is None:
+            await anyio.sleep_forever()
+        wire, self._wire = self._wire, None
+        assert wire is not None
+        return wire
+
+    async def send(self, item: bytes) -> None:
+        raise anyio.BrokenResourceError
+
+    async def send_eof(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_messages_read_before_a_failed_write_are_still_delivered() -> None:
+    """A write that fails ends the connection, but what was already read (parsed by wsproto
+    after a fragmented message handed the stream over) still comes out, then the close: a
+    server's last words (``call.terminated``) are not lost to a write that failed meanwhile."""
+    client_ws, server_ws = wsproto_pair()
+    wire = (
+        server_ws.send(TextMessage("frag", message_finished=False))
+        + server_ws.send(TextMessage("mented", message_finished=True))
+        + server_ws.send(TextMessage("A"))
+        + server_ws.send(TextMessage("last words"))
+    )
+    conn = WebSocketConnection(OneReadStream(wire), client_ws, name="one-read", leftover=b"")
+    with anyio.fail_after(WAIT):
+        assert await conn.receive() == "fragmented"
+        assert await conn.receive() == "A"
+        with pytest.raises(ConnectionClosed) as info:
+            await conn.send("into a broken stream")
+        assert info.value.code == 1006
+        assert await conn.receive() == "last words"
+        with pytest.raises(ConnectionClosed) as info:
+            await conn.receive()
+        assert info.value.code == 1006
