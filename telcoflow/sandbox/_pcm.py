@@ -21,12 +21,12 @@ from ..audio import (
     TONE_AMPLITUDE,
     _decode_wav,
     _from_samples,
+    _goertzel,
     _numpy_if_installed,
     _samples,
     _sine,
 )
 from ..audio import _encode_wav as write_wav
-from ..audio import _goertzel as tone_level
 from ..audio import _mix as mix
 from ..audio import _rms as rms
 from ..audio import _wav_info as wav_info
@@ -98,6 +98,12 @@ class WavSource(_Looped):
 
     def __init__(self, pcm: bytes, loop: bool) -> None:
         super().__init__(pcm, loop)
+
+
+def tone_level(pcm: bytes, sample_rate: int, freq_hz: float) -> float:
+    """Amplitude (0..1 of full scale) of the ``freq_hz`` component of ``pcm`` (Goertzel),
+    unchecked; its keyword stays ``freq_hz``, as the deprecated public name had it."""
+    return _goertzel(pcm, sample_rate, freq_hz)
 
 
 def tone_pcm(

@@ -118,7 +118,8 @@ class ScriptedConversation:
         """Feed caller audio at ``rate``; returns the turn edges it completes."""
         self.heard.setdefault(rate, bytearray()).extend(pcm)
         edges: list[Literal["speech_started", "speech_stopped"]] = []
-        if _rms(pcm) >= self.speech_rms:
+        # A client may send an odd byte (the wire carries any bytes); it is measured without it.
+        if _rms(pcm[: len(pcm) & ~1]) >= self.speech_rms:
             self._quiet_s = 0.0
             if not self._talking:
                 self._talking = True

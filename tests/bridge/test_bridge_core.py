@@ -131,6 +131,15 @@ def test_builtin_tools_describe_the_farewell() -> None:
 # --- the scripted engine ---------------------------------------------------------------------
 
 
+def test_engine_hears_an_odd_byte_without_failing() -> None:
+    """A client may send any bytes; the stand-ins must not fall over on half a sample."""
+    conv = ScriptedConversation(out_rate=24000)
+    speech = tone16(440, 0.02, 16000)
+    assert conv.hear(speech + b"\x01", 16000) == ["speech_started"]
+    assert conv.hear(b"\x01", 16000) == []
+    assert len(conv.heard[16000]) == len(speech) + 2  # kept as sent
+
+
 def test_engine_turns_and_interruptions() -> None:
     conv = ScriptedConversation(out_rate=24000)
     speech, quiet = tone16(440, 0.02, 16000), bytes(640)

@@ -9,6 +9,7 @@ from the helpers as they were in ``telcoflow/_pcm.py`` before it moved into the 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -105,6 +106,35 @@ TONE_SHA256 = "186d0f57ac620b90a0e2573533ad054874fb406418710fd359c51baae453a6db"
 def old_tone() -> bytes:
     pcm: bytes = deprecated("tone_pcm")(*TONE)
     return pcm
+
+
+#: Each old name's parameters as they were (keyword callers depend on the names).
+SIGNATURES = {
+    "tone_pcm": "(freq_hz, sample_rate, seconds, amplitude=0.25)",
+    "mix": "(*frames)",
+    "rms": "(pcm)",
+    "tone_level": "(pcm, sample_rate, freq_hz)",
+    "read_wav": "(data, sample_rate=None)",
+    "write_wav": "(pcm, sample_rate)",
+    "resample": "(pcm, from_rate, to_rate)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_the_old_names_keep_their_parameters(name: str) -> None:
+    params = inspect.signature(deprecated(name)).parameters.values()
+    shown = ", ".join(
+        ("*" if p.kind is p.VAR_POSITIONAL else "")
+        + p.name
+        + ("" if p.default is p.empty else f"={p.default!r}")
+        for p in params
+    )
+    assert f"({shown})" == SIGNATURES[name]
+
+
+def test_tone_level_by_keyword_as_before() -> None:
+    pcm = old_tone()
+    assert deprecated("tone_level")(pcm, sample_rate=24000, freq_hz=440) == 0.24983046977585452
 
 
 def test_tone_pcm_is_unchanged() -> None:
