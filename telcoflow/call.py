@@ -52,6 +52,11 @@ from .exceptions import BufferClosedError, WSSCallClosedError, WSSCallError
 
 __all__ = ["ActiveCall", "CallDetails", "CallStats"]
 
+# Public classes defined in private modules name the module users import them from (in reprs,
+# tracebacks, pickles and generated docs).
+for _public in (CallDetails, CallStats):
+    _public.__module__ = __name__
+
 logger = logging.getLogger("telcoflow_sdk.media_connection")
 
 #: The longest ring time ``connect`` accepts (PROTOCOL.md).

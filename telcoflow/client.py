@@ -102,6 +102,11 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 __all__ = ["ClientStats", "IncomingCalls", "SessionRecord", "TelcoflowClient"]
 
+# Public classes defined in private modules name the module users import them from (in reprs,
+# tracebacks, pickles and generated docs).
+for _public in (ClientStats, IncomingCalls, SessionRecord):
+    _public.__module__ = __name__
+
 logger = logging.getLogger("telcoflow_sdk.control_connection")
 
 #: On exit, how long each call gets to leave politely (``call.close``) before it is torn down.

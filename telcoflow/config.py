@@ -13,6 +13,11 @@ from ._net._tls import check_ca_file, check_client_pair
 
 __all__ = ["DEFAULT_BASE_URL", "ReconnectPolicy", "TelcoflowClientConfig"]
 
+# Public classes defined in private modules name the module users import them from (in reprs,
+# tracebacks, pickles and generated docs).
+for _public in (ReconnectPolicy,):
+    _public.__module__ = __name__
+
 #: The hosted service's production endpoint (the official client's default too).
 #: ``TELCOFLOW_BASE_URL`` overrides it when no ``base_url`` is given.
 DEFAULT_BASE_URL = "wss://wss-prod.agentao.com"

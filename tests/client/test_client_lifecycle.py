@@ -693,6 +693,22 @@ def test_telcoflow_sdk_reexports_the_same_objects() -> None:
         assert getattr(telcoflow_sdk.exceptions, name) is getattr(telcoflow.exceptions, name), name
 
 
+def test_public_classes_name_the_module_they_are_imported_from() -> None:
+    """The facades' parts live in private packages (telcoflow._call, _client, _net); a public
+    class still reports the module users import it from, in reprs, tracebacks and pickles."""
+    import pickle
+
+    for name in telcoflow.__all__:
+        obj = getattr(telcoflow, name)
+        module = getattr(obj, "__module__", "")
+        assert not module.startswith(("telcoflow._call", "telcoflow._client", "telcoflow._net")), (
+            name,
+            module,
+        )
+    policy = pickle.loads(pickle.dumps(telcoflow.ReconnectPolicy(max_attempts=3)))
+    assert policy == telcoflow.ReconnectPolicy(max_attempts=3)
+
+
 async def test_the_readme_echo_loop_ends_quietly_when_the_caller_hangs_up(
     sandbox: Sandbox, make_config: MakeConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
