@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from . import run as run_module
-from ._backend import BACKENDS, missing_backend
+from ._backend import BACKENDS, add_backend_option, missing_backend
 from .run import add_run_options, run
 from .sandbox_client import add_commands as add_sandbox_client_commands
 from .serve import add_serve_options, serve
@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run one simulated call through an example agent")
     demo.add_argument("--sample-rate", type=int, choices=(8000, 16000, 24000), default=24000)
+    add_backend_option(demo, "the demo")
     demo.set_defaults(func=_demo)
 
     run_parser = commands.add_parser(
@@ -56,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
     serve_parser = sandbox_commands.add_parser("serve", help="serve until interrupted")
     add_serve_options(serve_parser)
+    add_backend_option(serve_parser, "the sandbox")
     serve_parser.set_defaults(func=serve)
     add_sandbox_client_commands(sandbox_commands)
     return parser

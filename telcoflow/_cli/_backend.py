@@ -7,16 +7,28 @@ anyio runs it as asyncio with ``use_uvloop``.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["BACKENDS", "missing_backend", "run_async"]
+__all__ = ["BACKENDS", "add_backend_option", "missing_backend", "run_async"]
 
 BACKENDS = ("asyncio", "trio", "uvloop")
 
 T = TypeVar("T")
+
+
+def add_backend_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--backend`` on a subcommand too, so that ``telcoflow demo --backend trio`` works as
+    ``telcoflow --backend trio demo`` does (the subcommand's wins when both are given)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=argparse.SUPPRESS,  # else it would hide the global option's value
+        help=f"async backend to run {what} on (asyncio; uvloop: asyncio on uvloop's loop)",
+    )
 
 
 def missing_backend(backend: str) -> str | None:

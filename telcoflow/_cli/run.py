@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from ._backend import BACKENDS, run_async
+from ._backend import add_backend_option, run_async
 
 __all__ = ["add_run_options", "run"]
 
@@ -75,12 +75,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--http-port", type=_port, help="serve /healthz, /readyz and /metrics on this port"
     )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=argparse.SUPPRESS,  # else the global option's (telcoflow --backend trio run ...)
-        help="async backend to run the agent on (asyncio)",
-    )
+    add_backend_option(parser, "the agent")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="(info; -v: debug)"

@@ -24,6 +24,23 @@ def test_demo_succeeds_and_reports_who_heard_whom(
     assert "FAIL" not in out
 
 
+@pytest.mark.parametrize("backend", ["trio", "uvloop"])
+def test_the_backend_may_follow_the_subcommand(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``telcoflow demo --backend trio`` as ``telcoflow --backend trio demo``: users put options
+    after the command they belong to."""
+    from telcoflow._cli import _parser
+
+    assert main(["demo", "--backend", backend]) == 0
+    assert "Result: OK" in capsys.readouterr().out
+    assert _parser().parse_args(["demo", "--backend", backend]).backend == backend
+    assert _parser().parse_args(["--backend", backend, "demo"]).backend == backend
+    serve = _parser().parse_args(["sandbox", "serve", "--backend", backend])
+    assert serve.backend == backend
+    assert _parser().parse_args(["demo"]).backend == "asyncio"
+
+
 def test_uvloop_backend_runs_on_uvloops_loop() -> None:
     pytest.importorskip("uvloop")
     import asyncio
